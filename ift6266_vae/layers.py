@@ -1,0 +1,189 @@
+"""Layers that own their parameters and build symbolic PyTensor graphs (Lasagne style).
+
+Every parameter is a named ``pytensor.shared`` variable tagged with its role:
+
+* ``var.tag.trainable = True`` for weights, biases and the BN gain/shift (``G``, ``B``);
+* ``var.tag.bn_state = True`` for the BN population statistics (``mean``, ``var``).
+
+Names are dotted (``enc.dense1.W``, ``enc.bn1.mean``) so checkpoints, profiles and logs
+speak the same names.
+
+Batch normalization
+-------------------
+The 2015 formula is the default: ``G * (h - mean(h)) / (std(h) + 1e-6) + B`` with the
+statistics over axis 0 (dense) or axes (0, 2, 3) (NCHW conv). ``std`` is the biased
+(population-of-the-batch) standard deviation, as ``theano.tensor.std`` computed it.
+
+``formula="standard"`` gives ``G * (h - mean) / sqrt(var + eps) + B`` (Ioffe & Szegedy).
+
+The ``deterministic`` switch picks the statistics:
+
+* ``deterministic=False`` (training): batch statistics, and the layer registers updates
+  that move its running (population) ``mean`` / ``var`` towards the batch values with an
+  exponential moving average of rate ``alpha``;
+* ``deterministic=True`` (inference): the stored population statistics, so the output
+  of one example does not depend on the rest of its batch. This is the "fixed point"
+  plumbing the 2015 author left open; :func:`ift6266_vae.train.recompute_bn_statistics`
+  also recomputes them exactly over the training set after training.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
+
+FLOATX = "float32"
+
+BN_FORMULAS = ("2015", "standard")
+
+
+def shared(value: np.ndarray, name: str, **tags) -> pytensor.compile.SharedVariable:
+    """A float32 shared variable with a name and boolean tags (``trainable``, ``bn_state``)."""
+    var = pytensor.shared(np.asarray(value, dtype=FLOATX), name=name)
+    for key, val in tags.items():
+        setattr(var.tag, key, val)
+    return var
+
+
+def relu_2015(x):
+    """ReLU as the 2015 code wrote it: ``x * (x > 1e-6)``."""
+    return x * pt.gt(x, np.asarray(1e-6, dtype=x.dtype))
+
+
+def hard_tanh(x):
+    """Clip to [-1, 1] (the 2015 output non-linearity)."""
+    return pt.clip(x, np.asarray(-1.0, dtype=x.dtype), np.asarray(1.0, dtype=x.dtype))
+
+
+ACTIVATIONS = {
+    "linear": lambda x: x,
+    "relu": relu_2015,
+    "tanh": pt.tanh,
+    "hard_tanh": hard_tanh,
+    "softplus": pt.softplus,
+}
+
+
+def get_activation(name: str):
+    try:
+        return ACTIVATIONS[name]
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r}; valid: {sorted(ACTIVATIONS)}") from None
+
+
+class Layer:
+    """Base class: a named container of shared variables."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self._vars: list = []
+
+    def add(self, value: np.ndarray, suffix: str, **tags):
+        var = shared(value, f"{self.name}.{suffix}", **tags)
+        self._vars.append(var)
+        return var
+
+    @property
+    def params(self) -> list:
+        """Trainable parameters."""
+        return [v for v in self._vars if getattr(v.tag, "trainable", False)]
+
+    @property
+    def state(self) -> list:
+        """BN population statistics (not trained by gradient)."""
+        return [v for v in self._vars if getattr(v.tag, "bn_state", False)]
+
+
+class Dense(Layer):
+    """``x @ W + b`` with ``W`` uniform in ``[-init_range, init_range]`` (the 2015 init).
+
+    ``bias=False`` drops ``b``: a bias right before BN is cancelled by the mean
+    subtraction (its gradient is exactly zero in training mode).
+    """
+
+    def __init__(self, n_in: int, n_out: int, name: str, rng: np.random.Generator,
+                 init_range: float = 0.1, bias: bool = True):
+        super().__init__(name)
+        self.n_in, self.n_out = n_in, n_out
+        self.W = self.add(rng.uniform(-init_range, init_range, (n_in, n_out)), "W", trainable=True)
+        self.b = self.add(np.zeros(n_out), "b", trainable=True) if bias else None
+
+    def __call__(self, x):
+        y = pt.dot(x, self.W)
+        return y + self.b if self.b is not None else y
+
+
+class BatchNorm(Layer):
+    """Batch normalization with a ``deterministic`` switch (see module docstring).
+
+    Parameters
+    ----------
+    n : number of features (dense) or channels (conv).
+    axes : axes the statistics are taken over: ``(0,)`` dense, ``(0, 2, 3)`` NCHW.
+    formula : ``"2015"`` (``/(std + eps)``, eps 1e-6) or ``"standard"`` (``/sqrt(var + eps)``).
+    alpha : rate of the running-average update of the population statistics.
+    """
+
+    def __init__(self, n: int, name: str, axes=(0,), formula: str = "2015",
+                 eps: float | None = None, alpha: float = 0.1):
+        super().__init__(name)
+        if formula not in BN_FORMULAS:
+            raise ValueError(f"unknown BN formula {formula!r}; valid: {BN_FORMULAS}")
+        self.n, self.axes, self.formula, self.alpha = n, tuple(axes), formula, alpha
+        self.eps = (1e-6 if formula == "2015" else 1e-5) if eps is None else eps
+        self.G = self.add(np.ones(n), "G", trainable=True)
+        self.B = self.add(np.zeros(n), "B", trainable=True)
+        self.mean = self.add(np.zeros(n), "mean", bn_state=True)
+        self.var = self.add(np.ones(n), "var", bn_state=True)
+
+    def _bcast(self, v, ndim):
+        if ndim == 2:
+            return v.dimshuffle("x", 0)
+        if ndim == 4:
+            return v.dimshuffle("x", 0, "x", "x")
+        raise ValueError(f"{self.name}: BatchNorm expects a 2-d or 4-d input, got {ndim}-d")
+
+    def _normalize(self, h, mean, var):
+        eps = np.asarray(self.eps, dtype=h.dtype)
+        if self.formula == "2015":
+            scale = 1.0 / (pt.sqrt(var) + eps)
+        else:
+            scale = 1.0 / pt.sqrt(var + eps)
+        # Fold G and the statistics into one per-feature scale and shift, so the
+        # per-element work is a single multiply-add.
+        a = self.G * scale
+        c = self.B - mean * a
+        return h * self._bcast(a, h.ndim) + self._bcast(c, h.ndim)
+
+    def __call__(self, h, deterministic: bool = False, collect: list | None = None):
+        """Normalize ``h``.
+
+        In training mode the symbolic batch statistics ``(layer, mean, var)`` are appended
+        to ``collect`` (when given): :func:`bn_running_updates` turns them into the
+        population-statistics updates, and the exact recomputation reads them.
+        """
+        if deterministic:
+            return self._normalize(h, self.mean, self.var)
+        mean = pt.mean(h, axis=self.axes)
+        var = pt.mean(pt.sqr(h - self._bcast(mean, h.ndim)), axis=self.axes)
+        if collect is not None:
+            collect.append((self, mean, var))
+        return self._normalize(h, mean, var)
+
+
+def bn_running_updates(bn_stats) -> OrderedDict:
+    """Exponential-moving-average updates of the population statistics.
+
+    ``bn_stats`` is the ``collect`` list filled by training-mode :class:`BatchNorm` calls.
+    """
+    upd = OrderedDict()
+    for layer, mean, var in bn_stats:
+        if layer.mean in upd:
+            raise ValueError(f"{layer.name} was applied twice in one graph; pass one collector per call")
+        a = np.asarray(layer.alpha, dtype=FLOATX)
+        upd[layer.mean] = (1 - a) * layer.mean + a * mean
+        upd[layer.var] = (1 - a) * layer.var + a * var
+    return upd

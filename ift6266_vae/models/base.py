@@ -1,0 +1,75 @@
+"""What every model shares: parameter bookkeeping and the Gaussian-VAE loss.
+
+A model is a plain object that owns layers and builds symbolic graphs. Its API:
+
+* ``params`` (trainable shared variables), ``bn_state`` (BN population statistics),
+  ``variables`` (both, name -> shared variable, used by checkpoints);
+* ``encode(x, deterministic, collect)`` -> ``(mu, log_sigma)``;
+* ``decode(z, deterministic, collect)`` -> images ``(N, 1, 28, 28)``;
+* ``loss(x, eps, deterministic)`` -> dict of symbolic terms (see :func:`costs.vae_costs`)
+  plus ``bn_stats`` (the batch statistics of a training-mode graph);
+* ``signature()``: architecture description stored in checkpoints and compared on load.
+
+Compiled (numeric) counterparts ``sample``, ``reconstruct``, ``encode``, ``decode`` live in
+:class:`ift6266_vae.functions.ModelFunctions`, which compiles them once per backend.
+"""
+
+from __future__ import annotations
+
+import pytensor.tensor as pt
+
+from .. import costs
+from ..layers import Layer
+
+
+class VAEBase:
+    kind = "base"
+    input_shape = (1, 28, 28)
+
+    def __init__(self, config: dict):
+        self.config = dict(config)
+        self.layers: dict[str, Layer] = {}
+
+    def _register(self, layer: Layer) -> Layer:
+        if layer.name in self.layers:
+            raise ValueError(f"duplicate layer name {layer.name}")
+        self.layers[layer.name] = layer
+        return layer
+
+    @property
+    def params(self) -> list:
+        return [p for layer in self.layers.values() for p in layer.params]
+
+    @property
+    def bn_state(self) -> list:
+        return [s for layer in self.layers.values() for s in layer.state]
+
+    @property
+    def variables(self) -> dict:
+        return {v.name: v for v in self.params + self.bn_state}
+
+    @property
+    def code_size(self) -> int:
+        return int(self.config["code_size"])
+
+    def signature(self) -> dict:
+        """Model kind plus every variable's name and shape (checked when loading a checkpoint)."""
+        return {
+            "kind": self.kind,
+            "shapes": {name: list(v.get_value(borrow=True).shape) for name, v in self.variables.items()},
+        }
+
+    def sample_code(self, mu, log_sigma, eps):
+        """Reparameterised code ``z = mu + sigma * eps``."""
+        return mu + eps * pt.exp(log_sigma)
+
+    def loss(self, x, eps, deterministic: bool = False) -> dict:
+        collect: list = []
+        mu, log_sigma = self.encode(x, deterministic, collect)
+        z = self.sample_code(mu, log_sigma, eps)
+        y = self.decode(z, deterministic, collect)
+        out = costs.vae_costs(x, y, mu, log_sigma, self.config.get("decoder_variance", costs.DECODER_VARIANCE))
+        out.update(mu=mu, log_sigma=log_sigma, z=z, y=y, bn_stats=collect)
+        return out
+
+

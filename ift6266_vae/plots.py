@@ -1,0 +1,98 @@
+"""Figures from arrays (no graph compilation here): image grids, interpolations, curves.
+
+All figures are written atomically as PNG with the non-interactive Agg backend.
+Images are shown in [0, 1] (decoder outputs live in the hard-tanh range [-1, 1] and
+are clipped for display).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .utils import atomic_path  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+
+def tile(images: np.ndarray, ncols: int | None = None, pad: int = 1) -> np.ndarray:
+    """Tile (N, 1, H, W) or (N, H, W) images into one 2-d array, row-major."""
+    imgs = np.asarray(images, dtype=np.float32)
+    if imgs.ndim == 4:
+        imgs = imgs[:, 0]
+    n, h, w = imgs.shape
+    ncols = ncols or int(np.ceil(np.sqrt(n)))
+    nrows = int(np.ceil(n / ncols))
+    out = np.ones((nrows * (h + pad) + pad, ncols * (w + pad) + pad), dtype=np.float32)
+    for i in range(n):
+        r, c = divmod(i, ncols)
+        out[pad + r * (h + pad): pad + r * (h + pad) + h, pad + c * (w + pad): pad + c * (w + pad) + w] = imgs[i]
+    return np.clip(out, 0.0, 1.0)
+
+
+def _save(fig, path) -> Path:
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    log.debug("wrote %s", path)
+    return path
+
+
+def image_grid(images: np.ndarray, path, title: str = "", ncols: int | None = None) -> Path:
+    """One grid of images."""
+    grid = tile(images, ncols)
+    fig, ax = plt.subplots(figsize=(max(3, grid.shape[1] / 40), max(3, grid.shape[0] / 40) + 0.4))
+    ax.imshow(grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)
+
+
+def interleave(a: np.ndarray, b: np.ndarray, ncols: int) -> np.ndarray:
+    """Rows of ``a`` followed by the matching rows of ``b`` (sources above reconstructions)."""
+    n = min(len(a), len(b))
+    rows = []
+    for s in range(0, n, ncols):
+        rows += [a[s:s + ncols], b[s:s + ncols]]
+    return np.concatenate(rows)
+
+
+def interpolation_codes(endpoints: np.ndarray, steps: int = 48) -> np.ndarray:
+    """Linear path through code space: ``steps`` points from each endpoint to the next.
+
+    The 2015 figure: random Gaussian endpoints and 48 linear steps between consecutive
+    endpoints. Returns ``(len(endpoints) - 1) * steps + 1`` codes.
+    """
+    e = np.asarray(endpoints, dtype=np.float32)
+    t = np.linspace(0.0, 1.0, steps, endpoint=False, dtype=np.float32)[:, None]
+    path = [e[i] + t * (e[i + 1] - e[i]) for i in range(len(e) - 1)]
+    return np.concatenate(path + [e[-1:]])
+
+
+def learning_curves(history: list[dict], path, title: str = "") -> Path:
+    """Train loss and validation ELBO (nats/example) against epoch and wall time."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    ep = [h["epoch"] for h in history]
+    for key, label in (("train_elbo", "train ELBO (batch BN)"), ("valid_elbo", "valid ELBO (population BN)")):
+        vals = [h.get(key) for h in history]
+        if any(v is not None for v in vals):
+            axes[0].plot(ep, vals, label=label)
+    axes[0].set_xlabel("epoch")
+    axes[0].set_ylabel("ELBO (nats / example)")
+    axes[0].legend()
+    kl = [h.get("train_kl") for h in history]
+    axes[1].plot(ep, kl, color="C2")
+    axes[1].set_xlabel("epoch")
+    axes[1].set_ylabel("KL (nats / example)")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)

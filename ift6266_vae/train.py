@@ -1,0 +1,258 @@
+"""Training: ``train_and_evaluate(config, workdir)``, the one entry point.
+
+The loop: shuffle (seeded), minibatches of ``train.batch_size`` (the incomplete last
+batch is dropped, as BN statistics of a tiny batch are meaningless), one compiled
+update per batch with a tqdm bar showing the loss, validation ELBO each epoch with
+population BN statistics, checkpoints (atomic, HDF5) and figures on a cadence.
+
+After training, the BN population statistics are recomputed exactly over the training
+set (:func:`recompute_bn_statistics`) and the test ELBO is reported three ways: batch
+statistics (the only option in 2015), running averages, recomputed population statistics.
+
+Everything a run needs to be reproduced is saved next to its results: ``config.json``
+(resolved, with defaults), ``checkpoint.h5`` (with the config, RNG state and history),
+``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from . import checkpoints, data, models, plots
+from .functions import ModelFunctions
+from .layers import FLOATX
+from .utils import UserError, write_json
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+# ---------------------------------------------------------------------------- data
+def load_splits(cfg: dict):
+    name = data.resolve_name(cfg["data"]["name"])
+    splits = {s: data.load(name, s) for s in ("train", "valid", "test")}
+    cap = cfg["data"]["max_train_examples"]
+    if cap:
+        splits = {s: (x[:cap], y[:cap]) for s, (x, y) in splits.items()}
+    bs = cfg["train"]["batch_size"]
+    if bs > len(splits["train"][0]):
+        raise UserError(
+            f"config key 'train.batch_size' ({bs}) is larger than the training set "
+            f"({len(splits['train'][0])} examples of {name}); lower it"
+        )
+    return name, splits
+
+
+# ---------------------------------------------------------------------------- evaluation
+def evaluate_elbo(fns: ModelFunctions, x: np.ndarray, batch_size: int, seed: int,
+                  deterministic: bool = True) -> dict:
+    """Mean ELBO / NLL / KL (nats per example) over ``x`` with fixed eps, and the ELBO's standard error."""
+    rng = np.random.default_rng(seed)
+    n = len(x)
+    if not deterministic:  # batch statistics: only full batches are meaningful
+        n = (n // batch_size) * batch_size or n
+    vals = []
+    for s in range(0, n, batch_size):
+        xb = x[s:s + batch_size]
+        eps = rng.standard_normal((len(xb), fns.model.code_size)).astype(FLOATX)
+        vals.append(np.stack(fns.elbo(xb, eps, deterministic=deterministic), axis=1))
+    v = np.concatenate(vals)
+    return {
+        "elbo": float(v[:, 0].mean()),
+        "elbo_se": float(v[:, 0].std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else 0.0,
+        "nll": float(v[:, 1].mean()),
+        "kl": float(v[:, 2].mean()),
+        "n": int(len(v)),
+    }
+
+
+def recompute_bn_statistics(fns: ModelFunctions, x: np.ndarray, batch_size: int, seed: int) -> None:
+    """Set every BN layer's population statistics to their exact training-set values.
+
+    Following Ioffe & Szegedy (2015, Alg. 2): run the training-mode network over the
+    training set in minibatches of the training batch size, and set
+    ``mean = E_B[mean_B]`` and ``var = m / (m - 1) * E_B[var_B]`` (unbiased).
+    """
+    rng = np.random.default_rng(seed)
+    sums: dict = {}
+    nb = 0
+    n = (len(x) // batch_size) * batch_size
+    for s in range(0, n, batch_size):
+        xb = x[s:s + batch_size]
+        eps = rng.standard_normal((len(xb), fns.model.code_size)).astype(FLOATX)
+        for layer, m, v in fns.bn_batch_stats(xb, eps):
+            acc = sums.setdefault(layer.name, [layer, 0.0, 0.0])
+            acc[1] = acc[1] + m
+            acc[2] = acc[2] + v
+        nb += 1
+    if nb == 0:
+        raise UserError(f"cannot recompute BN statistics: fewer than {batch_size} training examples")
+    corr = batch_size / max(batch_size - 1, 1)
+    for layer, m, v in sums.values():
+        layer.mean.set_value((m / nb).astype(FLOATX))
+        layer.var.set_value((v / nb * corr).astype(FLOATX))
+
+
+# ---------------------------------------------------------------------------- figures
+def write_figures(fns: ModelFunctions, x_src: np.ndarray, workdir: Path, seed: int, tag: str = "") -> list[Path]:
+    """The week-9 figures: sources, reconstructions, samples from a fixed eps, interpolations."""
+    rng = np.random.default_rng(seed)  # the same eps every time: samples are comparable across epochs
+    suffix = f"_{tag}" if tag else ""
+    ncols = 10
+    src = x_src[:50]
+    rec = fns.reconstruct(src)
+    eps = rng.standard_normal((100, fns.model.code_size)).astype(FLOATX)
+    samples = fns.sample(eps=eps)
+    ends = rng.standard_normal((5, fns.model.code_size)).astype(FLOATX)
+    path = fns.decode(plots.interpolation_codes(ends, 48))
+    fig = workdir / "figures"
+    return [
+        plots.image_grid(src, fig / f"sources{suffix}.png", "source digits", ncols),
+        plots.image_grid(plots.interleave(src, rec, ncols), fig / f"reconstructions{suffix}.png",
+                         "sources (odd rows) and reconstructions (even rows)", ncols),
+        plots.image_grid(samples, fig / f"samples{suffix}.png", "samples from a fixed eps ~ N(0, I)", ncols),
+        plots.image_grid(path, fig / f"interpolations{suffix}.png",
+                         "code-space path: 5 random endpoints, 48 linear steps each", 16),
+    ]
+
+
+# ---------------------------------------------------------------------------- the loop
+def _rng_state(rng: np.random.Generator) -> dict:
+    return rng.bit_generator.state
+
+
+def train_and_evaluate(config: dict, workdir, resume: bool = False) -> dict:
+    """Train the model described by ``config`` and write results under ``workdir``.
+
+    Returns the metrics dict also written to ``workdir/metrics.json``.
+    """
+    cfg = copy.deepcopy(config)
+    workdir = Path(workdir)
+    tcfg = cfg["train"]
+    ckpt_path = workdir / "checkpoint.h5"
+    if not resume and ckpt_path.exists():
+        raise UserError(f"{ckpt_path} exists; pass --resume to continue it or choose another --workdir")
+
+    dataset, splits = load_splits(cfg)
+    x_train = splits["train"][0]
+    model = models.build(cfg["model"], seed=cfg["seed"])
+    bs = tcfg["batch_size"]
+    fns = ModelFunctions(model, tcfg["backend"], optim_config=cfg["optim"], batch_size=bs)
+    rng = np.random.default_rng(cfg["seed"])
+    history: list[dict] = []
+    start_epoch = 0
+    if resume:
+        meta = checkpoints.load_into(ckpt_path, model, fns.optimizer_state, bn_source="running")
+        if meta["dataset"] != dataset:
+            raise UserError(f"{ckpt_path} was trained on {meta['dataset']!r}, this config loads {dataset!r}")
+        rng.bit_generator.state = meta["rng_state"]
+        history = meta["history"]
+        start_epoch = meta["epoch"]
+        log.info("resuming %s at epoch %d", ckpt_path, start_epoch)
+    workdir.mkdir(parents=True, exist_ok=True)
+    write_json(workdir / "config.json", cfg)
+
+    def save(epoch):  # mid-training checkpoints: running averages only
+        checkpoints.save(ckpt_path, model, fns.optimizer_state, config=cfg, epoch=epoch,
+                         rng_state=_rng_state(rng), history=history, dataset=dataset)
+
+    budget = tcfg["time_budget_minutes"]
+    t_start = time.perf_counter()
+    elapsed_before = history[-1]["wall_s"] if history else 0.0
+    n_batches = len(x_train) // bs
+    epoch = start_epoch
+    stop_reason = "epochs"
+    for epoch in range(start_epoch + 1, tcfg["epochs"] + 1):
+        perm = rng.permutation(len(x_train))
+        sums = np.zeros(3)
+        bar = tqdm(range(n_batches), desc=f"epoch {epoch}/{tcfg['epochs']}", leave=False,
+                   disable=not tcfg["progress"], unit="batch")
+        for b in bar:
+            xb = x_train[perm[b * bs:(b + 1) * bs]]
+            eps = rng.standard_normal((bs, model.code_size)).astype(FLOATX)
+            loss, nll, kl = fns.train_step(xb, eps)
+            if not (math.isfinite(loss) and math.isfinite(nll) and math.isfinite(kl)):
+                raise TrainingDiverged(
+                    f"loss became {loss} at epoch {epoch}, batch {b + 1}; the last good checkpoint "
+                    f"{ckpt_path} is kept: lower optim.learning_rate or use another optimizer"
+                )
+            sums += (loss, nll, kl)
+            bar.set_postfix(loss=f"{loss:.1f}", kl=f"{kl:.1f}")
+        bar.close()
+        valid = evaluate_elbo(fns, splits["valid"][0], tcfg["eval_batch_size"], cfg["seed"] + 1)
+        wall = elapsed_before + time.perf_counter() - t_start
+        rec = {
+            "epoch": epoch,
+            "wall_s": round(wall, 3),
+            "train_loss": sums[0] / n_batches,
+            "train_elbo": -(sums[1] + sums[2]) / n_batches,
+            "train_kl": sums[2] / n_batches,
+            "valid_elbo": valid["elbo"],
+            "valid_kl": valid["kl"],
+        }
+        history.append(rec)
+        log.info("epoch %d  train loss %.2f  train ELBO %.2f  KL %.2f  valid ELBO %.2f  (%.0f s)",
+                 epoch, rec["train_loss"], rec["train_elbo"], rec["train_kl"], rec["valid_elbo"], wall)
+        last = epoch == tcfg["epochs"]
+        over_budget = budget is not None and wall >= budget * 60
+        if over_budget:
+            stop_reason = "time_budget"
+        if tcfg["checkpoint_every"] and (epoch % tcfg["checkpoint_every"] == 0 or last or over_budget):
+            save(epoch)
+        if tcfg["figures_every"] and epoch % tcfg["figures_every"] == 0 and not last:
+            write_figures(fns, splits["test"][0], workdir, cfg["seed"] + 2, tag=f"epoch{epoch:04d}")
+        if over_budget:
+            log.info("time budget of %.1f min reached after epoch %d", budget, epoch)
+            break
+
+    running = {v: v.get_value() for v in model.bn_state}
+    metrics = final_evaluation(fns, splits, cfg, workdir, dataset)
+    metrics.update(epochs_trained=epoch, stop_reason=stop_reason,
+                   train_wall_s=history[-1]["wall_s"] if history else 0.0,
+                   compile_s=fns.compile_seconds)
+    # The checkpoint keeps the running averages (so --resume continues exactly) and,
+    # beside them, the recomputed population statistics that inference uses.
+    population = {v.name: v.get_value() for v in model.bn_state}
+    for v, val in running.items():
+        v.set_value(val)
+    checkpoints.save(ckpt_path, model, fns.optimizer_state, config=cfg, epoch=epoch,
+                     rng_state=_rng_state(rng), history=history, dataset=dataset,
+                     bn_population=population if tcfg["recompute_bn"] else None)
+    for v in model.bn_state:
+        v.set_value(population[v.name])
+    write_json(workdir / "metrics.json", metrics)
+    if history:
+        plots.learning_curves(history, workdir / "figures" / "learning_curve.png", cfg["name"])
+    write_figures(fns, splits["test"][0], workdir, cfg["seed"] + 2)
+    return metrics
+
+
+def final_evaluation(fns: ModelFunctions, splits: dict, cfg: dict, workdir: Path, dataset: str) -> dict:
+    """Test/valid/train ELBO with batch, running-average and recomputed population BN statistics."""
+    tcfg = cfg["train"]
+    ebs, bs, seed = tcfg["eval_batch_size"], tcfg["batch_size"], cfg["seed"] + 1
+    x_tr, x_va, x_te = (splits[s][0] for s in ("train", "valid", "test"))
+    out = {"dataset": dataset, "config_name": cfg["name"], "units": "nats per example (Gaussian decoder, "
+           f"variance {fns.model.config.get('decoder_variance')})", "bn": {}}
+    out["bn"]["batch_statistics"] = {"test": evaluate_elbo(fns, x_te, bs, seed, deterministic=False)}
+    out["bn"]["running_average"] = {"test": evaluate_elbo(fns, x_te, ebs, seed)}
+    if tcfg["recompute_bn"]:
+        recompute_bn_statistics(fns, x_tr, bs, cfg["seed"] + 3)
+        out["bn"]["recomputed"] = {"test": evaluate_elbo(fns, x_te, ebs, seed)}
+    final = "recomputed" if tcfg["recompute_bn"] else "running_average"
+    out["bn_used"] = final
+    out["train"] = evaluate_elbo(fns, x_tr, ebs, seed)
+    out["valid"] = evaluate_elbo(fns, x_va, ebs, seed)
+    out["test"] = evaluate_elbo(fns, x_te, ebs, seed)
+    return out
+

