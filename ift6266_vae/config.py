@@ -28,11 +28,12 @@ DEFAULTS = {
     "seed": 1234,
     "data": {"name": "auto", "max_train_examples": None},
     "model": {"kind": "feedforward"},
+    # generic optimizer keys; the rule's own keyword arguments (momentum, variant, ...)
+    # come from its signature in ift6266_vae.optim
     "optim": {
         "name": "rmsprop_nesterov",
         "learning_rate": 0.1,
         "divide_lr_by_batch": True,
-        "momentum": 0.9,
     },
     "train": {
         "batch_size": 1000,
@@ -137,6 +138,9 @@ def resolve(user: dict) -> dict:
     cfg["data"] = _merge("data", DEFAULTS["data"], user.get("data", {}))
     cfg["train"] = _merge("train", DEFAULTS["train"], user.get("train", {}))
 
+    for section in ("model", "optim"):
+        if not isinstance(user.get(section, {}), dict):
+            raise UserError(f"config key '{section}': expected a table/object, got {type(user[section]).__name__}")
     kind = user.get("model", {}).get("kind", DEFAULTS["model"]["kind"])
     cfg["model"] = _merge("model", _model_defaults(kind), user.get("model", {}))
 
@@ -156,6 +160,11 @@ def apply_overrides(cfg: dict, overrides: dict) -> dict:
     for dotted, value in overrides.items():
         if value is None:
             continue
+        # switching the model kind or the optimizer drops the old one's specific keys
+        if dotted == "model.kind" and value != user.get("model", {}).get("kind"):
+            user["model"] = {}
+        if dotted == "optim.name" and value != user.get("optim", {}).get("name"):
+            user["optim"] = {k: v for k, v in user.get("optim", {}).items() if k in DEFAULTS["optim"]}
         node = user
         *parents, leaf = dotted.split(".")
         for p in parents:
