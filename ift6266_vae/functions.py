@@ -75,12 +75,15 @@ class ModelFunctions:
         self.optimizer_state = [v for v in updates if v not in params and v not in bn_upd]
         n = pt.cast(x.shape[0], FLOATX)
         outputs = [out["loss"] / n, pt.mean(out["nll"]), pt.mean(out["kl"])]
-        self._train_graph = (x, eps, outputs, updates)
+        self._train_graph = ([x, eps], outputs, updates)
+
+    def compile_train(self):
+        """Compile the update function now (training clocks then measure steps only)."""
+        return self._get("train_step", lambda: self._compile("train_step", *self._train_graph))
 
     def train_step(self, x: np.ndarray, eps: np.ndarray):
         """One update; returns (loss per example, mean NLL in nats, mean KL)."""
-        fn = self._get("train_step", lambda: self._compile("train_step", self._train_graph[:2], self._train_graph[2], self._train_graph[3]))
-        return [float(v) for v in fn(x, eps)]
+        return [float(v) for v in self.compile_train()(x, eps)]
 
     # ------------------------------------------------------------------ evaluation
     def elbo(self, x: np.ndarray, eps: np.ndarray, deterministic: bool = True):

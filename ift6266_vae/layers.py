@@ -187,3 +187,31 @@ def bn_running_updates(bn_stats) -> OrderedDict:
         upd[layer.mean] = (1 - a) * layer.mean + a * mean
         upd[layer.var] = (1 - a) * layer.var + a * var
     return upd
+
+
+class Conv2D(Layer):
+    """NCHW convolution (stride 1) with OIHW weights uniform in ``[-init_range, init_range]``.
+
+    ``border`` is ``valid``, ``same`` or ``full``; ``construction`` picks how the graph
+    is built (:data:`ift6266_vae.ops.CONV_CONSTRUCTIONS`; ``"2015"`` is the 'full'
+    convolution then cropped that the 2015 code used for 'same'). All constructions give
+    the same values.
+    """
+
+    def __init__(self, n_in: int, n_out: int, kernel: int, name: str, rng: np.random.Generator,
+                 init_range: float = 0.05, border: str = "same", construction: str = "fast",
+                 bias: bool = True):
+        from . import ops
+
+        super().__init__(name)
+        if construction not in ops.CONV_CONSTRUCTIONS:
+            raise ValueError(f"unknown conv construction {construction!r}; valid: {ops.CONV_CONSTRUCTIONS}")
+        self.border, self.construction = border, construction
+        self.W = self.add(rng.uniform(-init_range, init_range, (n_out, n_in, kernel, kernel)), "W", trainable=True)
+        self.b = self.add(np.zeros(n_out), "b", trainable=True) if bias else None
+
+    def __call__(self, x):
+        from . import ops
+
+        y = ops.conv2d(x, self.W, border=self.border, construction=self.construction)
+        return y + self.b.dimshuffle("x", 0, "x", "x") if self.b is not None else y

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from .conv import ConvVAE
 from .feedforward import FeedforwardVAE
 
 MODELS = {
     "feedforward": FeedforwardVAE,
+    "conv": ConvVAE,
 }
 
 

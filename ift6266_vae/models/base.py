@@ -59,6 +59,12 @@ class VAEBase:
             "shapes": {name: list(v.get_value(borrow=True).shape) for name, v in self.variables.items()},
         }
 
+    def forward_flops(self) -> int:
+        """Analytic FLOPs (2 x multiply-adds of the dense and conv layers) of one example's
+        forward pass through encoder and decoder. A training step costs about 3x this
+        (forward, gradient w.r.t. inputs, gradient w.r.t. weights)."""
+        raise NotImplementedError
+
     def sample_code(self, mu, log_sigma, eps):
         """Reparameterised code ``z = mu + sigma * eps``."""
         return mu + eps * pt.exp(log_sigma)

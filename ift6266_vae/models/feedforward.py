@@ -83,3 +83,6 @@ class FeedforwardVAE(VAEBase):
         dense, bn, act = self.out
         y = act(bn(dense(h), deterministic, collect))
         return y.reshape((y.shape[0], *self.input_shape))
+
+    def forward_flops(self) -> int:
+        return sum(2 * layer.n_in * layer.n_out for layer in self.layers.values() if isinstance(layer, Dense))
