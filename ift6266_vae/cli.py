@@ -62,6 +62,28 @@ def _cmd_sample(args):
     log.info("wrote %s", out)
 
 
+def _cmd_evaluate(args):
+    from . import evaluate
+
+    if args.iwae_k is not None and args.iwae_k <= 0:
+        raise UserError(f"--iwae-k must be a positive number of samples, got {args.iwae_k}")
+    res = evaluate.evaluate_checkpoint(args.checkpoint, iwae_k=args.iwae_k or 1000, fid_samples=args.fid_samples,
+                                       out=args.out, backend=args.backend, data_name=args.data,
+                                       iwae_examples=args.iwae_examples)
+    sys.stdout.write(json.dumps(res, indent=2, default=str) + "\n")
+
+
+def _cmd_study(args):
+    from . import study
+
+    overrides = {"train.backend": args.backend, "data.max_train_examples": args.max_train_examples,
+                 "train.batch_size": args.batch_size}
+    table = study.run_study(args.workdir, budget_minutes=args.budget, fid_every_s=args.fid_every,
+                            fid_samples=args.fid_samples, overrides=overrides, with_conv=args.with_conv,
+                            reuse=args.reuse)
+    sys.stdout.write(study.table_markdown(table))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ift6266-vae", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -92,6 +114,28 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="PNG path (default: next to the checkpoint)")
     s.add_argument("--backend", choices=["c", "numba", "jax", "auto"])
     s.set_defaults(func=_cmd_sample)
+
+    e = sub.add_parser("evaluate", help="test ELBO, IWAE bound and sample FID of a checkpoint (JSON)")
+    e.add_argument("--checkpoint", required=True)
+    e.add_argument("--iwae-k", type=int, default=None, help="importance samples (default 1000, up to 5000)")
+    e.add_argument("--iwae-examples", type=int, default=None, help="only the first N test digits for IWAE")
+    e.add_argument("--fid-samples", type=int, default=10000)
+    e.add_argument("--data", help="data set the checkpoint must have been trained on")
+    e.add_argument("--out", help="JSON path (default: evaluation.json next to the checkpoint)")
+    e.add_argument("--backend", choices=["c", "numba", "jax", "auto"])
+    e.set_defaults(func=_cmd_evaluate)
+
+    w = sub.add_parser("study", help="the week-11 optimizer study (make week11)")
+    w.add_argument("--workdir", default="runs/week11")
+    w.add_argument("--budget", type=float, default=9.0, help="minutes of update steps per variant")
+    w.add_argument("--fid-every", type=float, default=60.0, help="seconds of training between FID evaluations")
+    w.add_argument("--fid-samples", type=int, default=2000)
+    w.add_argument("--with-conv", action="store_true", help="also train the conv VAE for the same budget")
+    w.add_argument("--reuse", action="store_true", help="keep variants that already finished in --workdir")
+    w.add_argument("--backend", choices=["c", "numba", "jax", "auto"])
+    w.add_argument("--max-train-examples", type=int, help=argparse.SUPPRESS)
+    w.add_argument("--batch-size", type=int, help=argparse.SUPPRESS)
+    w.set_defaults(func=_cmd_study)
     return p
 
 

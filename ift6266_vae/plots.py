@@ -96,3 +96,23 @@ def learning_curves(history: list[dict], path, title: str = "") -> Path:
         fig.suptitle(title)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def study_curves(curves: dict[str, list[dict]], targets: dict, path) -> Path:
+    """Validation ELBO and FID of each variant against training time (week-11 study)."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for i, (name, hist) in enumerate(curves.items()):
+        t = [h["train_s"] / 60 for h in hist]
+        axes[0].plot(t, [h["valid_elbo"] for h in hist], label=name, color=f"C{i}")
+        fh = [h for h in hist if "fid" in h]
+        axes[1].plot([h["train_s"] / 60 for h in fh], [h["fid"] for h in fh], "o-", label=name, color=f"C{i}")
+    axes[0].axhline(targets["elbo"], ls="--", color="gray", label="target")
+    axes[1].axhline(targets["fid"], ls="--", color="gray", label="target")
+    axes[0].set(xlabel="training time (min, update steps only)", ylabel="valid ELBO (nats / example)")
+    axes[1].set(xlabel="training time (min, update steps only)", ylabel="FID (classifier features)", yscale="log")
+    lo = min((h["valid_elbo"] for hist in curves.values() for h in hist), default=-1000)
+    axes[0].set_ylim(max(lo, -1000), None)
+    for ax in axes:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
