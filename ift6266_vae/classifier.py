@@ -283,7 +283,7 @@ class Classifier:
         rng = np.random.default_rng(cfg["seed"] + 1)
         n_batches = len(x) // bs
         history = []
-        bar = tqdm(range(1, epochs + 1), desc="classifier", unit="epoch", disable=not progress, leave=False)
+        bar = tqdm(range(1, epochs + 1), desc="classifier", unit="epoch", disable=None if progress else True, leave=False)
         for epoch in bar:
             lr.set_value(np.float32(cfg["learning_rate"] * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / epochs))))
             perm = rng.permutation(len(x))

@@ -84,6 +84,28 @@ def _cmd_study(args):
     sys.stdout.write(study.table_markdown(table))
 
 
+def _cmd_profile(args):
+    from . import backends, config, profiling
+    from .models.conv import CONSTRUCTIONS
+
+    cfg = config.load(args.config)
+    if cfg["model"]["kind"] != "conv":
+        raise UserError(f"profile compares conv graph constructions: --config must be a conv config "
+                        f"(e.g. conv), got {args.config!r} of kind {cfg['model']['kind']!r}")
+    for linker in args.linker:
+        if linker not in backends.BACKENDS or linker == "auto":
+            raise UserError(f"unknown linker {linker!r}; valid: c, numba, jax")
+    rows = profiling.ABLATION
+    if args.construction:
+        if args.construction not in CONSTRUCTIONS:
+            raise UserError(f"unknown construction {args.construction!r}; valid: {', '.join(CONSTRUCTIONS)}")
+        rows = {f"{args.construction} constructions": CONSTRUCTIONS[args.construction]}
+    res = profiling.ablation(conv_batch=cfg["train"]["batch_size"], rows=rows, linkers=tuple(args.linker),
+                             conv_cfg=cfg, n_calls=args.calls)
+    path = profiling.write_report(res, args.out)
+    log.info("wrote %s", path)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ift6266-vae", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -136,6 +158,14 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--max-train-examples", type=int, help=argparse.SUPPRESS)
     w.add_argument("--batch-size", type=int, help=argparse.SUPPRESS)
     w.set_defaults(func=_cmd_study)
+
+    pr = sub.add_parser("profile", help="where the time of a conv train step goes (make profile)")
+    pr.add_argument("--config", default="conv")
+    pr.add_argument("--construction", help="profile one construction set (fast or 2015) instead of the ablation")
+    pr.add_argument("--linker", nargs="+", default=["c", "numba", "jax"], help="linkers for whole-step times")
+    pr.add_argument("--calls", type=int, default=3, help="profiled calls per graph")
+    pr.add_argument("--out", default="runs/profile")
+    pr.set_defaults(func=_cmd_profile)
     return p
 
 

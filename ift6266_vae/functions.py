@@ -77,6 +77,11 @@ class ModelFunctions:
         outputs = [out["loss"] / n, pt.mean(out["nll"]), pt.mean(out["kl"])]
         self._train_graph = ([x, eps], outputs, updates)
 
+    @property
+    def train_graph(self):
+        """The symbolic train step: ``(inputs [x, eps], outputs, updates)`` (for profiling)."""
+        return self._train_graph
+
     def compile_train(self):
         """Compile the update function now (training clocks then measure steps only)."""
         return self._get("train_step", lambda: self._compile("train_step", *self._train_graph))

@@ -116,3 +116,29 @@ def study_curves(curves: dict[str, list[dict]], targets: dict, path) -> Path:
         ax.legend(fontsize=8)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def ablation_bars(rows: list[dict], ff_ms_per_gflop: float, path) -> Path:
+    """ms per GFLOP of each conv graph of the profiling ablation, against the feedforward's."""
+    fig, ax = plt.subplots(figsize=(9, 0.6 * len(rows) + 1.5))
+    names = [r["name"] for r in rows]
+    ax.barh(names, [r["ms_per_gflop"] for r in rows], color="C0")
+    ax.axvline(ff_ms_per_gflop, color="C3", ls="--", label="feedforward VAE")
+    ax.invert_yaxis()
+    ax.set_xlabel("ms per GFLOP of a train step (C/VM linker)")
+    ax.legend()
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def op_time_bars(censuses: dict[str, list[dict]], path, top: int = 8) -> Path:
+    """Time per op class (ms per step) for each profiled graph."""
+    fig, axes = plt.subplots(1, len(censuses), figsize=(6 * len(censuses), 4), squeeze=False)
+    for ax, (name, rows) in zip(axes[0], censuses.items()):
+        rows = rows[:top]
+        ax.barh([r["op"] for r in rows], [r["ms"] for r in rows], color="C1")
+        ax.invert_yaxis()
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("ms per step")
+    fig.tight_layout()
+    return _save(fig, path)

@@ -184,7 +184,7 @@ def train_and_evaluate(config: dict, workdir, resume: bool = False, callbacks=()
         perm = rng.permutation(len(x_train))
         sums = np.zeros(3)
         bar = tqdm(range(n_batches), desc=f"epoch {epoch}/{tcfg['epochs']}", leave=False,
-                   disable=not tcfg["progress"], unit="batch")
+                   disable=None if tcfg["progress"] else True, unit="batch")  # None: off when not a TTY
         for b in bar:
             xb = x_train[perm[b * bs:(b + 1) * bs]]
             eps = rng.standard_normal((bs, model.code_size)).astype(FLOATX)

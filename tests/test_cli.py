@@ -36,3 +36,12 @@ def test_unknown_data_set_lists_known_ones(caplog):
 def test_missing_checkpoint(caplog, tmp_path):
     assert cli.main(["sample", "--checkpoint", str(tmp_path / "none.h5")]) == 2
     assert "does not exist" in caplog.text
+
+
+def test_profile_bad_input_lists_valid_choices(caplog):
+    assert cli.main(["profile", "--config", "week9"]) == 2
+    assert "conv config" in caplog.text
+    assert cli.main(["profile", "--construction", "1999"]) == 2
+    assert "fast, 2015" in caplog.text
+    assert cli.main(["profile", "--linker", "cuda"]) == 2
+    assert "c, numba, jax" in caplog.text

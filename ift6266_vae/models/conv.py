@@ -37,6 +37,7 @@ DEFAULTS = {
     "bias": True,
     "bn_formula": "2015",
     "bn_alpha": 0.1,
+    "bn_moments": "fast",
     "sigma_offset": 1e-15,
     "decoder_variance": 0.5,
     "conv_construction": "fast",
@@ -46,7 +47,7 @@ DEFAULTS = {
 #: The named graph-construction sets: ``"2015"`` reproduces the 2015 graphs.
 CONSTRUCTIONS = {
     "fast": {"conv_construction": "fast", "upsample": "zeros"},
-    "2015": {"conv_construction": "2015", "upsample": "perforated_2015"},
+    "2015": {"conv_construction": "2015", "upsample": "perforated_2015", "bn_moments": "naive"},
 }
 
 
@@ -72,7 +73,7 @@ class ConvVAE(VAEBase):
             return self._register(Dense(n_in, n_out, name, rng, r, cfg["bias"]))
 
         def bn(n, name, axes):
-            return self._register(BatchNorm(n, name, axes, form, alpha=alpha))
+            return self._register(BatchNorm(n, name, axes, form, alpha=alpha, moments=cfg["bn_moments"]))
 
         self.side = 7  # 28 / 2 / 2
         flat = c2 * self.side * self.side

@@ -28,6 +28,7 @@ DEFAULTS = {
     "bias": True,
     "bn_formula": "2015",
     "bn_alpha": 0.1,
+    "bn_moments": "fast",
     "sigma_offset": 1e-15,
     "decoder_variance": 0.5,
 }
@@ -49,7 +50,8 @@ class FeedforwardVAE(VAEBase):
 
         def block(n_in, n_out, prefix, i):
             d = self._register(Dense(n_in, n_out, f"{prefix}.dense{i}", rng, cfg["init_range"], cfg["bias"]))
-            bn = self._register(BatchNorm(n_out, f"{prefix}.bn{i}", (0,), cfg["bn_formula"], alpha=cfg["bn_alpha"]))
+            bn = self._register(BatchNorm(n_out, f"{prefix}.bn{i}", (0,), cfg["bn_formula"],
+                                          alpha=cfg["bn_alpha"], moments=cfg["bn_moments"]))
             return d, bn
 
         self.enc = []
