@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 
 from . import backends, checkpoints, data, optim
 from .functions import image_input
-from .layers import FLOATX, BatchNorm, Dense, bn_running_updates, get_activation, shared
+from .layers import FLOATX, BatchNorm, Dense, LayerContainer, bn_running_updates, get_activation, shared
 from .utils import UserError, atomic_path
 
 log = logging.getLogger(__name__)
@@ -151,7 +151,7 @@ def random_affine(x: np.ndarray, rng: np.random.Generator, max_shift: float = 2.
     return out.reshape(n, c, h, w).astype(x.dtype, copy=False)
 
 
-class Classifier:
+class Classifier(LayerContainer):
     """MLP digit classifier (see the module docstring); numeric methods take images
     ``(N, 1, 28, 28)`` in [0, 1] and use the BN population statistics.
 
@@ -164,7 +164,7 @@ class Classifier:
     def __init__(self, config: dict | None = None, backend: str = "auto"):
         self.config = resolve_config(config)
         self.backend = backends.resolve(backend)
-        self.layers: dict = {}
+        super().__init__()
         cfg = self.config
         rng = np.random.default_rng(cfg["seed"])
         n = 28 * 28
@@ -188,28 +188,6 @@ class Classifier:
         self.history: list = []
         self.path: Path | None = None
 
-    # ------------------------------------------------------------ bookkeeping (checkpoints API)
-    def _register(self, layer):
-        self.layers[layer.name] = layer
-        return layer
-
-    @property
-    def params(self) -> list:
-        return [p for layer in self.layers.values() for p in layer.params]
-
-    @property
-    def bn_state(self) -> list:
-        return [s for layer in self.layers.values() for s in layer.state]
-
-    @property
-    def variables(self) -> dict:
-        return {v.name: v for v in self.params + self.bn_state}
-
-    def signature(self) -> dict:
-        return {"kind": self.kind,
-                "shapes": {k: list(v.get_value(borrow=True).shape) for k, v in self.variables.items()}}
-
-    # ------------------------------------------------------------ symbolic graph
     def hidden(self, x, deterministic: bool = True, collect: list | None = None):
         """Penultimate-layer activations (N, n_features)."""
         h = x.flatten(2) if x.ndim > 2 else x

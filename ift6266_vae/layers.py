@@ -98,6 +98,42 @@ class Layer:
         return [v for v in self._vars if getattr(v.tag, "bn_state", False)]
 
 
+class LayerContainer:
+    """Bookkeeping shared by models and the classifier: named layers, their parameters
+    (``params``), BN state (``bn_state``), both by name (``variables``, what checkpoints
+    save) and an architecture ``signature`` (kind + every variable's shape)."""
+
+    kind = "container"
+
+    def __init__(self):
+        self.layers: dict[str, Layer] = {}
+
+    def _register(self, layer: Layer) -> Layer:
+        if layer.name in self.layers:
+            raise ValueError(f"duplicate layer name {layer.name}")
+        self.layers[layer.name] = layer
+        return layer
+
+    @property
+    def params(self) -> list:
+        return [p for layer in self.layers.values() for p in layer.params]
+
+    @property
+    def bn_state(self) -> list:
+        return [s for layer in self.layers.values() for s in layer.state]
+
+    @property
+    def variables(self) -> dict:
+        return {v.name: v for v in self.params + self.bn_state}
+
+    def signature(self) -> dict:
+        """Kind plus every variable's name and shape (checked when loading a checkpoint)."""
+        return {
+            "kind": self.kind,
+            "shapes": {name: list(v.get_value(borrow=True).shape) for name, v in self.variables.items()},
+        }
+
+
 class Dense(Layer):
     """``x @ W + b`` with ``W`` uniform in ``[-init_range, init_range]`` (the 2015 init).
 

@@ -16,54 +16,39 @@ Compiled (numeric) counterparts ``sample``, ``reconstruct``, ``encode``, ``decod
 
 from __future__ import annotations
 
+import numpy as np
 import pytensor.tensor as pt
 
 from .. import costs
-from ..layers import Layer
+from ..layers import LayerContainer
 
 
-class VAEBase:
+class VAEBase(LayerContainer):
     kind = "base"
     input_shape = (1, 28, 28)
 
     def __init__(self, config: dict):
+        super().__init__()
         self.config = dict(config)
-        self.layers: dict[str, Layer] = {}
-
-    def _register(self, layer: Layer) -> Layer:
-        if layer.name in self.layers:
-            raise ValueError(f"duplicate layer name {layer.name}")
-        self.layers[layer.name] = layer
-        return layer
-
-    @property
-    def params(self) -> list:
-        return [p for layer in self.layers.values() for p in layer.params]
-
-    @property
-    def bn_state(self) -> list:
-        return [s for layer in self.layers.values() for s in layer.state]
-
-    @property
-    def variables(self) -> dict:
-        return {v.name: v for v in self.params + self.bn_state}
 
     @property
     def code_size(self) -> int:
         return int(self.config["code_size"])
-
-    def signature(self) -> dict:
-        """Model kind plus every variable's name and shape (checked when loading a checkpoint)."""
-        return {
-            "kind": self.kind,
-            "shapes": {name: list(v.get_value(borrow=True).shape) for name, v in self.variables.items()},
-        }
 
     def forward_flops(self) -> int:
         """Analytic FLOPs (2 x multiply-adds of the dense and conv layers) of one example's
         forward pass through encoder and decoder. A training step costs about 3x this
         (forward, gradient w.r.t. inputs, gradient w.r.t. weights)."""
         raise NotImplementedError
+
+    def gaussian_heads(self, h, deterministic: bool, collect: list | None):
+        """``(mu, log_sigma)`` from the last encoder features ``h``: ``mu = BN(linear)``,
+        ``sigma = softplus(BN(linear) + sigma_offset)`` as in 2015 (``self.mu_head`` and
+        ``self.sigma_head`` are (Dense, BatchNorm) pairs)."""
+        mu = self.mu_head[1](self.mu_head[0](h), deterministic, collect)
+        s = self.sigma_head[1](self.sigma_head[0](h), deterministic, collect)
+        sigma = pt.softplus(s + np.asarray(self.config["sigma_offset"], dtype=s.dtype))
+        return mu, pt.log(sigma)
 
     def sample_code(self, mu, log_sigma, eps):
         """Reparameterised code ``z = mu + sigma * eps``."""

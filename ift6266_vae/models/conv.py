@@ -96,10 +96,7 @@ class ConvVAE(VAEBase):
         h = h.flatten(2)
         d, b = self.enc_dense
         h = pt.tanh(b(d(h), deterministic, collect))
-        mu = self.mu_head[1](self.mu_head[0](h), deterministic, collect)
-        s = self.sigma_head[1](self.sigma_head[0](h), deterministic, collect)
-        sigma = pt.softplus(s + np.asarray(self.config["sigma_offset"], dtype=s.dtype))
-        return mu, pt.log(sigma)
+        return self.gaussian_heads(h, deterministic, collect)
 
     def decode(self, z, deterministic: bool = False, collect: list | None = None):
         d, b = self.dec_dense

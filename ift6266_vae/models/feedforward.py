@@ -73,10 +73,7 @@ class FeedforwardVAE(VAEBase):
         h = x.flatten(2) if x.ndim > 2 else x
         for dense, bn, act in self.enc:
             h = act(bn(dense(h), deterministic, collect))
-        mu = self.mu_head[1](self.mu_head[0](h), deterministic, collect)
-        s = self.sigma_head[1](self.sigma_head[0](h), deterministic, collect)
-        sigma = pt.softplus(s + np.asarray(self.config["sigma_offset"], dtype=s.dtype))
-        return mu, pt.log(sigma)
+        return self.gaussian_heads(h, deterministic, collect)
 
     def decode(self, z, deterministic: bool = False, collect: list | None = None):
         h = z
