@@ -8,15 +8,23 @@ Reproduces the timing table of the ``ift6266_vae.ops`` docstring::
 
 For each mode in turn, the compiled functions are timed in interleaved rounds
 (round-robin over the functions of that mode, ``--reps`` calls each per round),
-so a burst of load from another process hits all candidates alike; the table reports the minimum and the median
-per call in ms.  The machine may be shared: each call is flagged "quiet" when
-other processes used almost no CPU meanwhile (from /proc/stat), the statistics
-use the quiet calls when there are any, and each round first waits (up to
-``--wait-quiet`` s) for the other processes to go idle.  ``fwd`` is the convolution output, ``fwd+bwd`` the output plus
-the gradients wrt x and W for a given upstream gradient (what a training step
-needs).  The thread count of OpenBLAS / OpenMP / Numba is fixed (``--threads``,
-default 2) before numpy is imported.  Results go to the log and to
-``benchmarks/results/ops-<date>.json`` with machine and library versions.
+so a burst of load from another process hits all candidates alike; the table
+reports the minimum and the median per call in ms.  The machine may be shared:
+each call is flagged "quiet" when other processes used almost no CPU meanwhile
+(from /proc/stat), the statistics use the quiet calls when there are any, and
+each round first waits (up to ``--wait-quiet`` s) for the other processes to go
+idle.  ``--threads 1 --clock cpu`` times process CPU time instead, a proxy that
+hardly depends on other jobs.  ``fwd`` is the convolution output, ``fwd+bwd``
+the output plus the gradients wrt x and W for a given upstream gradient (what a
+training step needs).  The thread count of OpenBLAS / OpenMP / Numba is fixed
+(``--threads``, default 2) before numpy is imported.  Results go to the log and
+to ``benchmarks/results/ops-<date>[-<clock>-<threads>t].json`` with machine and
+library versions.
+
+The docstring table came from::
+
+    .venv/bin/python benchmarks/bench_ops.py --rounds 8 --wait-quiet 150
+    .venv/bin/python benchmarks/bench_ops.py --threads 1 --clock cpu --wait-quiet 0 --rounds 8
 """
 
 from __future__ import annotations
@@ -48,12 +56,16 @@ def _parse(argv):
     p.add_argument("--w-shape", type=int, nargs=4, default=[128, 64, 3, 3])
     p.add_argument("--border", default="same")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                   help="'cpu' = process CPU time; with --threads 1 a load-independent proxy "
+                        "for a shared machine")
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--reps", type=int, default=2, help="calls per function per round")
     p.add_argument("--wait-quiet", type=float, default=30.0,
                    help="before each round wait up to this many seconds for other processes to go idle")
     p.add_argument("--no-extras", action="store_true", help="skip the pooling/upsampling timings")
-    p.add_argument("--json", default=None, help="output path (default benchmarks/results/ops-<date>.json)")
+    p.add_argument("--json", default=None,
+                   help="output path (default benchmarks/results/ops-<date>[-<clock>-<threads>t].json)")
     p.add_argument("--no-json", action="store_true")
     return p.parse_args(argv)
 
@@ -88,12 +100,17 @@ def _others_busy(seconds: float) -> float:
     return ((m1 - m0) - (s1 - s0)) / os.sysconf("SC_CLK_TCK")
 
 
-def _timed(fn, inputs, tick: float) -> tuple[float, bool]:
-    """Wall time of one call and whether other processes stayed (almost) idle meanwhile."""
+def _timed(fn, inputs, tick: float, clock: str = "wall") -> tuple[float, bool]:
+    """Time of one call and whether other processes stayed (almost) idle meanwhile.
+
+    ``clock="wall"``: elapsed time; ``clock="cpu"``: CPU time of this process (all
+    threads), which at ``--threads 1`` hardly depends on other processes' load.
+    """
+    timer = time.perf_counter if clock == "wall" else time.process_time
     m0, s0 = _busy_jiffies()
-    t0 = time.perf_counter()
+    t0 = timer()
     fn(*inputs)
-    dt = time.perf_counter() - t0
+    dt = timer() - t0
     m1, s1 = _busy_jiffies()
     others = ((m1 - m0) - (s1 - s0)) * tick
     return dt, others <= max(2 * tick, 0.05 * dt)
@@ -218,9 +235,9 @@ def main(argv=None) -> dict:
             for i in idx:
                 _, _, _, inp, inpb, f, fb, _ = cases[i]
                 for _ in range(args.reps):
-                    times[i][0].append(_timed(f, inp, tick))
+                    times[i][0].append(_timed(f, inp, tick, args.clock))
                 for _ in range(args.reps):
-                    times[i][1].append(_timed(fb, inpb, tick))
+                    times[i][1].append(_timed(fb, inpb, tick, args.clock))
             log.debug("%s round %d done", mode, r)
     load_after = os.getloadavg()
 
@@ -246,8 +263,9 @@ def main(argv=None) -> dict:
 
     header = (f"{'op / construction':44s} {'mode':6s} {'fwd min':>8s} {'fwd med':>8s} {'f+b min':>8s} "
               f"{'f+b med':>8s} {'compile':>8s}  quiet samples")
-    log.info("conv2d x=%s W=%s border=%s, float32, %d threads, %d rounds x %d reps; ms per call",
-             tuple(args.x_shape), tuple(args.w_shape), args.border, args.threads, args.rounds, args.reps)
+    log.info("conv2d x=%s W=%s border=%s, float32, %d threads, %d rounds x %d reps; %s ms per call",
+             tuple(args.x_shape), tuple(args.w_shape), args.border, args.threads, args.rounds, args.reps,
+             "wall-clock" if args.clock == "wall" else "process CPU")
     log.info("forward FLOPs (2*N*O*Ho*Wo*C*kh*kw): %.3g", flops)
     log.info(header)
     for r in rows:
@@ -266,15 +284,17 @@ def main(argv=None) -> dict:
                     "loadavg_before": load_before, "loadavg_after": load_after},
         "versions": _versions(),
         "config": {"x_shape": args.x_shape, "w_shape": args.w_shape, "border": args.border,
-                   "threads": args.threads, "thread_env": {v: os.environ[v] for v in THREAD_VARS},
+                   "threads": args.threads, "clock": args.clock,
+                   "thread_env": {v: os.environ[v] for v in THREAD_VARS},
                    "rounds": args.rounds, "reps": args.reps, "wait_quiet_s": args.wait_quiet,
                    "waited_s": round(waited, 1), "dtype": "float32",
                    "fast_construction": ops.FAST_CONSTRUCTION, "conv_fwd_flops": flops},
         "results": rows,
     }
     if not args.no_json:
+        suffix = "" if (args.clock, args.threads) == ("wall", 2) else f"-{args.clock}-{args.threads}t"
         path = Path(args.json) if args.json else (
-            Path(__file__).resolve().parent / "results" / f"ops-{_dt.date.today().isoformat()}.json")
+            Path(__file__).resolve().parent / "results" / f"ops-{_dt.date.today().isoformat()}{suffix}.json")
         write_json(path, result)
         log.info("wrote %s", path)
     return result

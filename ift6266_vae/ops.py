@@ -24,13 +24,39 @@ Convolution constructions
 -------------------------
 All constructions compute the same function (equal up to float32 summation
 order); they differ only in the graph they build, which matters for speed.
-Measured on this machine (AMD EPYC, 2 cores, OPENBLAS/NUMBA threads = 2,
-PyTensor 3.3.8, numpy 2.5.5, numba 0.68.0) for x = (128, 64, 14, 14),
-W = (128, 64, 3, 3), border 'same', float32; ms per call, min over interleaved
-rounds, fwd+bwd = output plus gradients wrt x and W given an upstream gradient
-(``benchmarks/bench_ops.py`` reproduces this table)::
+Measured with ``benchmarks/bench_ops.py`` (results in ``benchmarks/results/``)
+on this machine: AMD EPYC, 2 cores shared with other jobs, PyTensor 3.3.8,
+numpy 2.5.5, numba 0.68.0, Python 3.12.  x = (128, 64, 14, 14),
+W = (128, 64, 3, 3), border 'same', float32 (3.7 GFLOP forward).  ms per call,
+minimum over interleaved rounds; fwd+bwd = output plus the gradients wrt x and W
+for a given upstream gradient.  "wall 2t": wall clock, 2 BLAS threads, calls
+taken while other processes were idle.  "cpu 1t": process CPU time with 1
+thread (insensitive to the other jobs)::
 
-    MEASURED_TABLE_PLACEHOLDER
+                     wall 2t: fwd / fwd+bwd      cpu 1t: fwd / fwd+bwd
+    construction     CVM          NUMBA          CVM          NUMBA
+    im2col (fast)    52 / 149     88 / 187       67 / 203    106 / 267
+    taps             98 / 239    129 / 445      114 / 302    157 / 517
+    shift           260 / 387     90 / 258      292 / 479    127 / 370
+    2015 ('same')    58 / 201    114 / 253       87 / 282    134 / 349
+
+``im2col`` is the fastest in both modes and is what ``"fast"`` means.  Where the
+time goes (C/VM profile and the pieces timed alone, roughly): the GEMM is
+~45-60 ms at 2 threads; building the (576, 25088) im2col matrix costs ~20 ms
+with the C ``Join`` but ~55 ms under Numba, whose strided copies with
+14-element inner runs are slow.  ``shift`` avoids that copy (BLAS reads strided views) and wins the
+Numba forward, but its backward scatters into the flat buffer, and under C/VM the
+rewriter turns its sum of products into ``Gemm{inplace}``, which without a
+linked BLAS is ~4x slower than the numpy ``Dot22``.  Also tried and dropped
+(prototypes, cpu 1t, fwd / fwd+bwd, Numba then C/VM; ``im2col`` measured
+99-111 / 251-267 and 68-76 / 195-223 in the same runs): im2col on flattened
+image rows (inner runs of Ho*Wp) 113/283, 75/224; im2col of flat-shifted views
+123/334, 80/232; per-tap GEMMs on flat-shifted views 158/361, 581/804;
+channel-major taps 165/326, 349/519; NHWC taps 174/392, 446/642.  Batch-major
+im2col with a batched ``matmul`` (rewritten to one ``Dot`` between transposes)
+lost to channel-major im2col in the interleaved wall 2t comparisons (88/213 vs
+52/146 on C/VM, 156/386 vs 84/167 on Numba); NHWC im2col was only timed under
+load and was not competitive.
 
 ``"im2col"``
     Channel-major im2col: ``x`` is transposed to (C, N, H, W) and zero-padded,
@@ -56,7 +82,7 @@ rounds, fwd+bwd = output plus gradients wrt x and W given an upstream gradient
     The 2015 code's 'same' convolution: a 'full' convolution (computed with
     the fast construction) cropped to its centre.  It does ``(H+k-1)^2 / H^2``
     times the work of a direct 'same' convolution (1.3x for 3x3 on 14x14,
-    2x for 5x5 on 7x7).  For 'valid' and 'full' it is identical to ``"fast"``.
+    2.5x for 5x5 on 7x7).  For 'valid' and 'full' it is identical to ``"fast"``.
 
 Pooling and upsampling
 ----------------------
@@ -69,7 +95,11 @@ gradient of a tied block sums to a multiple of ``g``).
 :func:`upsample_2x` offers three methods, see its docstring.  ``"zeros"`` and
 ``"perforated_2015"`` produce the same values; ``"perforated_2015"`` deliberately
 keeps the 2015 construction (a dense (H*W, 4*H*W) 0/1 matrix rebuilt on every
-call and a GEMM), which costs O(N*C*(H*W)^2) instead of O(N*C*H*W).
+call and a GEMM), which costs O(N*C*(H*W)^2) instead of O(N*C*H*W).  Same
+benchmark run (wall 2t, fwd / fwd+bwd ms, C/VM then Numba): for x of shape
+(128, 128, 7, 7), perforated_2015 5.0/8.7, 3.9/7.1; zeros 2.0/3.6, 2.6/4.0;
+nearest 6.8/13.0, 2.2/7.6; max_pool_2x2 on (128, 128, 14, 14) 22.5/29.8,
+13.2/15.5.
 """
 
 from __future__ import annotations
@@ -165,16 +195,16 @@ def _padding(border: str, kh: int, kw: int) -> tuple[int, int]:
     return (kh - 1) // 2, (kw - 1) // 2
 
 
-def _zero_pad_last2(x, ph: int, pw: int, extra_lead: int = 0):
+def _zero_pad_last2(x, ph: int, pw: int, extra_axis1: int = 0):
     """Zero-pad the two last axes of a 4-d tensor by (ph, pw) on both sides.
 
-    ``extra_lead`` appends that many all-zero entries along axis 1 (used by the
+    ``extra_axis1`` appends that many all-zero entries along axis 1 (used by the
     flat-shift construction as a tail guard).
     """
-    if ph == 0 and pw == 0 and extra_lead == 0:
+    if ph == 0 and pw == 0 and extra_axis1 == 0:
         return x
     A, B, H, W = x.shape
-    z = pt.zeros((A, B + extra_lead, H + 2 * ph, W + 2 * pw), dtype=x.dtype)
+    z = pt.zeros((A, B + extra_axis1, H + 2 * ph, W + 2 * pw), dtype=x.dtype)
     return pt.set_subtensor(z[:, :B, ph : ph + H, pw : pw + W], x)
 
 
@@ -238,7 +268,7 @@ def _conv_taps(x, W, kh, kw, ph, pw):
 def _conv_shift(x, W, kh, kw, ph, pw):
     # (C, N+1, Hp, Wp): channel-major, zero-padded, plus one all-zero image so the
     # largest shift (kh-1)*Wp + kw-1 < Hp*Wp stays inside the buffer.
-    xp = _zero_pad_last2(x.dimshuffle(1, 0, 2, 3), ph, pw, extra_lead=1)
+    xp = _zero_pad_last2(x.dimshuffle(1, 0, 2, 3), ph, pw, extra_axis1=1)
     C, N1, Hp, Wp = xp.shape
     N = N1 - 1
     flat = xp.reshape((C, N1 * Hp * Wp))
@@ -268,7 +298,8 @@ def conv2d(x, W, border: str = "valid", construction: str = "fast", filter_shape
     x : 4-d tensor (N, C, H, W)
     W : 4-d tensor (O, C, kh, kw).  The kernel size must be known when the graph
         is built: from W's static shape, from a shared variable's / constant's
-        value, or from ``filter_shape``.
+        value at build time (``set_value`` with another kernel size later
+        would not rebuild the graph), or from ``filter_shape``.
     border : 'valid' (H-kh+1), 'same' (H; odd kernels) or 'full' (H+kh-1).
     construction : one of :data:`CONV_CONSTRUCTIONS` (see the module docstring);
         all give the same values.

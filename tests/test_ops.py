@@ -7,8 +7,6 @@ Numba and compares with C/VM.
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pytensor
 import pytensor.tensor as pt
@@ -19,7 +17,7 @@ from scipy.signal import correlate2d
 
 from ift6266_vae import ops
 
-warnings.filterwarnings("ignore", message=".*could not link to a BLAS.*")
+pytestmark = pytest.mark.filterwarnings("ignore:PyTensor could not link to a BLAS")
 
 MODE = get_mode("CVM")
 CONSTRUCTIONS = [c for c in ops.CONV_CONSTRUCTIONS if c != "fast"] + ["fast"]
