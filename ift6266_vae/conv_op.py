@@ -81,13 +81,9 @@ def _check_border(border) -> str:
 
 def _pads(border: str, kh: int, kw: int) -> tuple[int, int]:
     """Zero padding (rows, columns) on each side of the input for ``border``."""
-    if border == "valid":
-        return 0, 0
-    if border == "full":
-        return kh - 1, kw - 1
-    if kh % 2 == 0 or kw % 2 == 0:
-        raise ValueError(f"border='same' needs an odd kernel size, got {kh}x{kw}")
-    return (kh - 1) // 2, (kw - 1) // 2
+    from .ops import _padding
+
+    return _padding(border, kh, kw)
 
 
 def _out_len(border: str, n, k):
