@@ -298,7 +298,6 @@ def _write_cache(path: Path, name: str, built: _Built) -> None:
                     fletcher32=True,
                 )
                 g.create_dataset("labels", data=labels, fletcher32=True)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the cache is plain shared data
 
 
 def _check_arrays(images: np.ndarray, labels: np.ndarray, what: str) -> None:

@@ -168,9 +168,10 @@ def train_and_evaluate(config: dict, workdir, resume: bool = False, callbacks=()
     workdir.mkdir(parents=True, exist_ok=True)
     write_json(workdir / "config.json", cfg)
 
-    def save(epoch):  # mid-training checkpoints: running averages only
+    def save(epoch, bn_population=None):  # mid-training checkpoints: running averages only
         checkpoints.save(ckpt_path, model, fns.optimizer_state, config=cfg, epoch=epoch,
-                         rng_state=_rng_state(rng), history=history, dataset=dataset)
+                         rng_state=_rng_state(rng), history=history, dataset=dataset,
+                         bn_population=bn_population)
 
     budget = tcfg["time_budget_minutes"]
     fns.compile_train()
@@ -239,9 +240,7 @@ def train_and_evaluate(config: dict, workdir, resume: bool = False, callbacks=()
     population = {v.name: v.get_value() for v in model.bn_state}
     for v, val in running.items():
         v.set_value(val)
-    checkpoints.save(ckpt_path, model, fns.optimizer_state, config=cfg, epoch=epoch,
-                     rng_state=_rng_state(rng), history=history, dataset=dataset,
-                     bn_population=population if tcfg["recompute_bn"] else None)
+    save(epoch, bn_population=population if tcfg["recompute_bn"] else None)
     for v in model.bn_state:
         v.set_value(population[v.name])
     write_json(workdir / "metrics.json", metrics)
