@@ -6,11 +6,16 @@ name        PyTensor mode
 ``c``       ``CVM``: the C/VM linker. Compiles fastest for small graphs and is the only
             linker with per-op profiling (``profile=True``).
 ``numba``   ``NUMBA``: PyTensor's default linker since 3.0.
-``jax``     ``JAX``: needs the ``jax`` extra (``pip install -e '.[jax]'``).
-``auto``    JAX when it is installed and sees a GPU; otherwise ``numba``, the CPU backend
-            measured fastest for the feedforward train step (124 ms vs 171 ms on C/VM
-            at batch 1000, 2 threads, see the README's benchmark table).
+``jax``     ``JAX``: needs the ``jax`` extra (``pip install -e '.[jax]'``). Functions are
+            compiled per input-shape signature (:mod:`ift6266_vae.jax_backend`).
+``auto``    JAX when it is installed and sees a GPU; otherwise the CPU backend measured
+            fastest for the model kind (:data:`AUTO_CPU`): ``numba`` for the
+            feedforward VAE (and any kind not listed), ``c`` for the conv VAE. See the
+            README's benchmark table for the measurements behind the choice.
 ==========  ============================================================================
+
+Asking for an unknown backend, or for ``jax`` without JAX installed, raises a
+:class:`~ift6266_vae.utils.UserError` (one line, with the install command).
 """
 
 from __future__ import annotations
@@ -61,6 +66,10 @@ configure_blas()
 BACKENDS = ("c", "numba", "jax", "auto")
 _MODES = {"c": "CVM", "numba": "NUMBA", "jax": "JAX"}
 
+#: ``auto`` on a machine without a GPU: the CPU backend measured fastest for a model kind
+#: (train step, 2 threads; ``make bench``, table in the README).
+AUTO_CPU = {"feedforward": "numba", "conv": "c"}
+
 
 def jax_available() -> bool:
     return importlib.util.find_spec("jax") is not None
@@ -77,23 +86,47 @@ def jax_has_gpu() -> bool:
         return False
 
 
-def resolve(name: str) -> str:
-    """Validate ``name`` and resolve ``auto``; returns one of ``c``, ``numba``, ``jax``."""
-    if name not in BACKENDS:
+def _jax_missing() -> UserError:
+    return UserError("backend 'jax' needs JAX, which is not installed: run "
+                     "`.venv/bin/pip install -e '.[jax]'` (CPU; for a GPU see the JAX install guide)")
+
+
+def resolve(name: str, kind: str | None = None) -> str:
+    """Validate ``name`` and resolve ``auto``; returns one of ``c``, ``numba``, ``jax``.
+
+    ``kind`` is the model kind (``"feedforward"``, ``"conv"``, ...): ``auto`` without a GPU
+    picks :data:`AUTO_CPU` [kind] (``numba`` for kinds not listed).
+    """
+    if not isinstance(name, str) or name not in BACKENDS:
         raise UserError(f"unknown backend {name!r}; valid: {', '.join(BACKENDS)}")
     if name == "auto":
-        return "jax" if jax_has_gpu() else "numba"
+        return "jax" if jax_has_gpu() else AUTO_CPU.get(kind, "numba")
     if name == "jax" and not jax_available():
-        raise UserError("backend 'jax' needs JAX: run `.venv/bin/pip install -e '.[jax]'`")
+        raise _jax_missing()
     return name
 
 
-def get_compile_mode(name: str, profile: bool = False):
-    """The PyTensor ``Mode`` for backend ``name``."""
-    mode = get_mode(_MODES[resolve(name)])
+def get_compile_mode(name: str, kind: str | None = None):
+    """The PyTensor ``Mode`` for backend ``name`` (``auto`` resolved for model ``kind``)."""
+    resolved = resolve(name, kind)
+    if resolved == "jax":
+        from . import jax_backend
+
+        jax_backend.register_fixes()
+    mode = get_mode(_MODES[resolved])
     return mode
 
 
-def function(inputs, outputs, backend: str = "auto", **kwargs):
-    """``pytensor.function`` compiled for ``backend`` (the package's only compile entry point)."""
-    return pytensor.function(inputs, outputs, mode=get_compile_mode(backend), **kwargs)
+def function(inputs, outputs, backend: str = "auto", kind: str | None = None, **kwargs):
+    """``pytensor.function`` compiled for ``backend`` (the package's only compile entry point).
+
+    On ``jax`` this returns a :class:`~ift6266_vae.jax_backend.ShapeSpecializedFunction`:
+    the same call signature, compiled per input-shape signature on first call (JAX needs
+    static shapes), returning numpy arrays.
+    """
+    mode = get_compile_mode(backend, kind)
+    if resolve(backend, kind) == "jax":
+        from . import jax_backend
+
+        return jax_backend.ShapeSpecializedFunction(inputs, outputs, mode, **kwargs)
+    return pytensor.function(inputs, outputs, mode=mode, **kwargs)

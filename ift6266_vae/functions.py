@@ -32,7 +32,7 @@ class ModelFunctions:
     def __init__(self, model, backend: str = "auto", optim_config: dict | None = None,
                  batch_size: int | None = None):
         self.model = model
-        self.backend = backends.resolve(backend)
+        self.backend = backends.resolve(backend, getattr(model, "kind", None))
         self.optim_config = optim_config
         self.batch_size = batch_size
         self._fns: dict = {}
