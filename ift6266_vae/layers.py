@@ -282,5 +282,19 @@ class Conv2D(Layer):
     def __call__(self, x):
         from . import ops
 
-        y = ops.conv2d(x, self.W, border=self.border, construction=self.construction)
+        return self._bias(ops.conv2d(x, self.W, border=self.border, construction=self.construction))
+
+    def after_upsampling(self, x, method: str):
+        """This convolution applied to ``ops.upsample_2x(x, method)``.
+
+        For zero insertion and a 'same' border the pair is computed on the small grid
+        by :func:`ops.upsample_conv2d` (same values, 0.44x the multiply-adds for 3x3).
+        """
+        from . import ops
+
+        if method == "zeros" and self.border == "same":
+            return self._bias(ops.upsample_conv2d(x, self.W, construction=self.construction))
+        return self(ops.upsample_2x(x, method))
+
+    def _bias(self, y):
         return y + self.b.dimshuffle("x", 0, "x", "x") if self.b is not None else y

@@ -109,7 +109,6 @@ def _itemsize(var):
 
 def profile_step(inputs, outputs, updates, args, n_calls: int = 5, warmup: int = 1):
     """Profile one compiled step on the C/VM linker; returns (records, summary dict)."""
-    from pytensor.compile.mode import Mode
 
     import warnings
 
@@ -117,7 +116,7 @@ def profile_step(inputs, outputs, updates, args, n_calls: int = 5, warmup: int =
     from pytensor.graph.traversal import applys_between
 
     backends.configure_blas()
-    mode = Mode(linker="cvm", optimizer="fast_run")
+    mode = backends.get_compile_mode("c")
     # 1. times: the C VM loop with PyTensor's profiler (times every node, little overhead)
     prof = ProfileStats(atexit_print=False)
     t0 = time.perf_counter()

@@ -328,6 +328,59 @@ def test_upsample_errors():
         ops.upsample_2x(pt.matrix(dtype="float32"), "zeros")
 
 
+# ------------------------------------------------------- upsampling + convolution
+
+UPCONV_SHAPES = [  # (x_shape, (O, kh, kw))
+    ((2, 3, 4, 5), (2, 3, 3)),
+    ((1, 2, 3, 3), (3, 5, 5)),
+    ((2, 1, 1, 1), (2, 1, 1)),
+    ((2, 2, 3, 4), (1, 3, 5)),  # rectangular kernel
+]
+
+
+def _upconv_fn(cache, construction, kh, kw):
+    key = ("upconv", construction, kh, kw)
+    if key not in cache:
+        x = pt.tensor4("x", dtype="float32")
+        w = pt.tensor4("W", dtype="float32", shape=(None, None, kh, kw))
+        cache[key] = pytensor.function([x, w], ops.upsample_conv2d(x, w, construction), mode=MODE)
+    return cache[key]
+
+
+@pytest.mark.parametrize("construction", ["fast", "im2col", "2015"])
+@pytest.mark.parametrize("x_shape,okk", UPCONV_SHAPES)
+def test_upsample_conv2d_matches_scipy(compiled, construction, x_shape, okk):
+    rng = np.random.default_rng(20)
+    x = _rand(rng, x_shape)
+    o, kh, kw = okk
+    w = _rand(rng, (o, x_shape[1], kh, kw))
+    got = _upconv_fn(compiled, construction, kh, kw)(x, w)
+    want = _ref_conv(_ref_upsample(x, "zeros"), w, "same")
+    assert got.shape == want.shape and got.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_upsample_conv2d_fast_is_smaller_than_the_two_step_graph():
+    # The fast graph's GEMM reads an im2col matrix of the *input* grid: (C*4, N*H*W) for 3x3.
+    x = pt.tensor4("x", dtype="float32")
+    w = pt.tensor4("W", dtype="float32", shape=(5, 3, 3, 3))
+    f = pytensor.function([x, w], ops.upsample_conv2d(x, w), mode=MODE)
+    f(np.zeros((2, 3, 4, 4), np.float32), np.zeros((5, 3, 3, 3), np.float32))
+    gemms = [n for n in f.maker.fgraph.apply_nodes if type(n.op).__name__ in ("Dot22", "Dot", "Gemm")]
+    assert len(gemms) == 1
+    (gemm,) = gemms
+    assert gemm.outputs[0].type.shape[0] in (None, 20)  # 4 phases x 5 output channels
+
+
+@pytest.mark.parametrize("kh,kw", [(3, 3), (5, 3)])
+def test_upsample_conv2d_verify_grad(kh, kw):
+    rng = np.random.default_rng(21)
+    x = rng.standard_normal((2, 2, 3, 2))
+    w = rng.standard_normal((3, 2, kh, kw))
+    verify_grad(lambda a, b: ops.upsample_conv2d(a, b, filter_shape=(kh, kw)), [x, w], rng=rng,
+                mode=MODE, n_tests=1)
+
+
 def test_public_names():
     assert ops.CONV_CONSTRUCTIONS[:1] == ("fast",) and "2015" in ops.CONV_CONSTRUCTIONS
     assert ops.FAST_CONSTRUCTION in ops.CONV_CONSTRUCTIONS

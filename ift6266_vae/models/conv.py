@@ -103,8 +103,7 @@ class ConvVAE(VAEBase):
         h = get_activation("relu")(b(d(z), deterministic, collect))
         h = h.reshape((h.shape[0], self.config["channels"][1], self.side, self.side))
         for conv, bn, act in self.dec_convs:
-            h = self._ops.upsample_2x(h, self.config["upsample"])
-            h = act(bn(conv(h), deterministic, collect))
+            h = act(bn(conv.after_upsampling(h, self.config["upsample"]), deterministic, collect))
         return h
 
     def forward_flops(self) -> int:
