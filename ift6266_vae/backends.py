@@ -114,6 +114,10 @@ def get_compile_mode(name: str, kind: str | None = None):
 
         jax_backend.register_fixes()
     mode = get_mode(_MODES[resolved])
+    if resolved == "c":  # BLAS sums instead of PyTensor's slow C reductions (rewrites.py)
+        from . import rewrites
+
+        mode = mode.including(rewrites.SUMS_AS_GEMV)
     return mode
 
 
