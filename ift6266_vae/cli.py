@@ -124,6 +124,14 @@ def _cmd_profile(args):
     log.info("wrote %s", path)
 
 
+def _cmd_report(args):
+    from . import report
+
+    res = report.write_report(args.runs, args.benchmarks, args.out)
+    log.info("wrote %s and %s (%d missing runs listed with their commands)", res["markdown"], res["html"],
+             len(res["missing"]))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ift6266-vae", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -198,6 +206,12 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--calls", type=int, default=3, help="profiled calls per graph")
     pr.add_argument("--out", default="runs/profile")
     pr.set_defaults(func=_cmd_profile)
+
+    rp = sub.add_parser("report", help="one reproduction report across the blog weeks (make report)")
+    rp.add_argument("--runs", default="runs", help="the runs directory to collect")
+    rp.add_argument("--benchmarks", default="benchmarks/results", help="step benchmark results (the latest is used)")
+    rp.add_argument("--out", help="output directory (default <runs>/report)")
+    rp.set_defaults(func=_cmd_report)
     return p
 
 
