@@ -77,7 +77,9 @@ load and was not competitive.
     (``Hp*Wp`` instead of ``Ho*Wo`` positions, wasted work ~30% for 3x3 on
     14x14) and cropped.
 ``"fast"``
-    Alias of the fastest construction measured above (:data:`FAST_CONSTRUCTION`).
+    Alias of the fastest construction measured above (:data:`FAST_CONSTRUCTION`);
+    for a convolution that follows zero-insertion upsampling,
+    :func:`upsample_conv2d` computes the pair by its sub-pixel decomposition.
 ``"2015"``
     The 2015 code's 'same' convolution: a 'full' convolution (computed with
     the fast construction) cropped to its centre.  It does ``(H+k-1)^2 / H^2``

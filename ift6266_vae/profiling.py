@@ -107,8 +107,12 @@ def _itemsize(var):
         return 0
 
 
-def profile_step(inputs, outputs, updates, args, n_calls: int = 5, warmup: int = 1):
-    """Profile one compiled step on the C/VM linker; returns (records, summary dict)."""
+def profile_step(inputs, outputs, updates, args, n_calls: int = 5, warmup: int = 1, blas_sums: bool = True):
+    """Profile one compiled step on the C/VM linker; returns (records, summary dict).
+
+    ``blas_sums=False`` compiles without the package's sums-as-GEMV rewrite
+    (:mod:`ift6266_vae.rewrites`), i.e. with PyTensor's (and Theano's) C reduction loops.
+    """
 
     import warnings
 
@@ -117,6 +121,10 @@ def profile_step(inputs, outputs, updates, args, n_calls: int = 5, warmup: int =
 
     backends.configure_blas()
     mode = backends.get_compile_mode("c")
+    if not blas_sums:
+        from .rewrites import SUMS_AS_GEMV
+
+        mode = mode.excluding(SUMS_AS_GEMV)
     # 1. times: the C VM loop with PyTensor's profiler (times every node, little overhead)
     prof = ProfileStats(atexit_print=False)
     t0 = time.perf_counter()
@@ -200,13 +208,13 @@ def function_times(inputs, outputs, updates, args, linkers=("c", "numba", "jax")
     out = {}
     for name in linkers:
         try:
-            mode = backends.get_compile_mode(name)
+            backends.resolve(name)
         except UserError as e:
             out[name] = {"note": str(e)}
             continue
         try:
             t0 = time.perf_counter()
-            fn = pytensor.function(inputs, outputs, updates=updates, mode=mode)
+            fn = backends.function(inputs, outputs, backend=name, updates=updates)
             fn(*args)
             compile_s = time.perf_counter() - t0
             ts = []
@@ -244,22 +252,27 @@ def _restore(snap):
         v.set_value(a)
 
 
-#: The 2015 constructions of the conv VAE, switched on one at a time by the ablation.
+#: The 2015 constructions of the conv VAE, switched on one at a time by the ablation: model
+#: config overrides, plus ``blas_sums: False`` for the C reduction loops PyTensor inherited
+#: from Theano (instead of the package's sums-as-GEMV rewrite).
 ABLATION = {
     "fast (all fixes)": {},
     "+ 2015 BN moments (float64 mean over (0, 2, 3))": {"bn_moments": "naive"},
+    "+ C-loop sums (Theano's CAReduce, no BLAS sums)": {"blas_sums": False},
+    "+ upsample, then conv on the 2x grid (no sub-pixel)": {"conv_construction": "im2col"},
     "+ 2015 'same' conv (full conv, then crop)": {"conv_construction": "2015"},
     "+ 2015 perforated upsampling (dense 0/1 matrix + dot)": {"upsample": "perforated_2015"},
-    "all 2015 constructions": {"bn_moments": "naive", "conv_construction": "2015", "upsample": "perforated_2015"},
+    "all 2015 constructions": {"bn_moments": "naive", "blas_sums": False, "conv_construction": "2015",
+                               "upsample": "perforated_2015"},
 }
 
 
-def profile_config(cfg: dict, batch_size: int, n_calls: int = 3) -> dict:
+def profile_config(cfg: dict, batch_size: int, n_calls: int = 3, blas_sums: bool = True) -> dict:
     """Per-op profile (C/VM) of one config's train step; parameters are restored after."""
     model, inputs, outputs, updates, args = _train_graph(cfg, batch_size)
     snap = _snapshot(model)
     try:
-        records, summary = profile_step(inputs, outputs, updates, args, n_calls=n_calls)
+        records, summary = profile_step(inputs, outputs, updates, args, n_calls=n_calls, blas_sums=blas_sums)
     finally:
         _restore(snap)
     gflop_model = 3 * model.forward_flops() * batch_size / 1e9
@@ -288,9 +301,10 @@ def ablation(conv_batch: int = 128, ff_batch: int = 1000, n_calls: int = 3, rows
     ff_ms_per_gflop = base["summary"]["ms_per_gflop"]
     for name, overrides in (rows or ABLATION).items():
         cfg = copy.deepcopy(conv)
-        cfg["model"].update(overrides)
+        model_overrides = {k: v for k, v in overrides.items() if k != "blas_sums"}
+        cfg["model"].update(model_overrides)
         log.info("profiling conv: %s", name)
-        prof = profile_config(cfg, conv_batch, n_calls)
+        prof = profile_config(cfg, conv_batch, n_calls, blas_sums=overrides.get("blas_sums", True))
         s = prof["summary"]
         out["rows"].append({"name": name, "overrides": overrides, "ms_per_step": s["ms_per_call"],
                             "gflop_model": s["gflop_model"], "ms_per_gflop": s["ms_per_gflop"],

@@ -47,8 +47,7 @@ def tiny_ablation():
     conv = config.resolve({"model": TINY_CONV, "optim": {"name": "rmsprop_nesterov", "learning_rate": 0.01},
                            "train": {"batch_size": 8}})
     ff = config.resolve({"model": TINY_FF, "train": {"batch_size": 16}})
-    rows = {"fast (all fixes)": {}, "all 2015 constructions": {"bn_moments": "naive", "conv_construction": "2015",
-                                                              "upsample": "perforated_2015"}}
+    rows = {"fast (all fixes)": {}, "all 2015 constructions": profiling.ABLATION["all 2015 constructions"]}
     # linkers: "jax" is not installed by `make setup` (a note, or a time when it is), "nope" is unknown
     return profiling.ablation(conv_batch=8, ff_batch=16, n_calls=2, rows=rows, linkers=("jax", "nope"),
                               conv_cfg=conv, ff_cfg=ff)
@@ -75,3 +74,11 @@ def test_report_notes_missing_linkers(tiny_ablation, tmp_path):
     assert "| all 2015 constructions |" in text and "nope" in text
     assert (tmp_path / "ablation.png").exists() and (tmp_path / "time_per_op.png").exists()
     assert (tmp_path / "report.json").exists()
+
+
+def test_ablation_rows_switch_on_every_2015_construction():
+    last = profiling.ABLATION["all 2015 constructions"]
+    assert last == {"bn_moments": "naive", "blas_sums": False, "conv_construction": "2015",
+                    "upsample": "perforated_2015"}
+    singles = [r for name, r in profiling.ABLATION.items() if len(r) == 1]
+    assert {k for r in singles for k in r} == set(last)

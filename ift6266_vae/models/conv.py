@@ -9,11 +9,14 @@ layers. Weights uniform in [-0.05, 0.05].
 
 Graph constructions (same values, different graphs; the profiling report compares them):
 
-* ``conv_construction``: ``"fast"`` (default here) or ``"2015"`` ('full' conv then crop);
-* ``upsample``: ``"zeros"`` (default here; zero insertion by a strided set_subtensor),
-  ``"perforated_2015"`` (a dense (H*W) x (4*H*W) 0/1 matrix rebuilt with set_subtensor
-  on every call, then a dot, as in 2015) or ``"nearest"`` (a different model: copies
-  instead of zeros).
+* ``conv_construction``: ``"fast"`` (default here: im2col + one GEMM; a decoder conv after
+  zero-insertion upsampling is computed on the small grid by the sub-pixel decomposition
+  of :func:`ift6266_vae.ops.upsample_conv2d`), ``"im2col"`` (the same without the
+  sub-pixel fusion: upsample, then convolve the 2x grid) or ``"2015"`` ('full' conv then
+  crop, on the 2x grid);
+* ``upsample``: ``"zeros"`` (default here; zero insertion), ``"perforated_2015"`` (a dense
+  (H*W) x (4*H*W) 0/1 matrix rebuilt with set_subtensor on every call, then a dot, as in
+  2015) or ``"nearest"`` (a different model: copies instead of zeros).
 
 The defaults compute exactly the 2015 functions with the fast graphs; ``construction:
 "2015"`` in a config (see :func:`apply_construction`) selects the 2015 graphs.
