@@ -99,7 +99,7 @@ def run_study(workdir, base_config: str = "week9", budget_minutes: float = 9.0,
     n_train = len(load(dataset, "train")[1])
     runs = [(v, base, VARIANTS[v]) for v in variants]
     if with_conv:
-        conv = config_mod.apply_overrides(config_mod.load("conv"), {
+        conv = config_mod.apply_overrides(config_mod.load("conv-as-published"), {
             "train.time_budget_minutes": budget_minutes, "train.figures_every": 0, **(overrides or {})})
         runs.append(("conv_rmsprop_as_published", conv, None))
 

@@ -265,3 +265,13 @@ def test_apply_overrides_can_switch_optimizer_or_model_kind(week9, key, value):
         assert c["optim"] == config.load("week9-sgd")["optim"]
     else:
         assert c["model"] == models.MODELS[value].DEFAULTS
+
+
+def test_conv_configs_differ_only_in_the_named_optimizer_deviation():
+    conv, faithful = config.load("conv"), config.load("conv-as-published")
+    assert conv["optim"]["variant"] == "corrected" and faithful["optim"]["variant"] == "as_published"
+    for c in (conv, faithful):
+        c.pop("name")
+        c["optim"].pop("variant")
+    assert conv == faithful
+    assert conv["optim"]["learning_rate"] == 0.01 and conv["train"]["batch_size"] == 128
