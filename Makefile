@@ -28,14 +28,15 @@ $(STAMP): setup.cfg pyproject.toml
 	@$(PY) -c 'import sys; sys.exit(0 if sys.version_info[:2] >= (3, 12) else 1)' || { echo "error: $(PY) is older than 3.12" >&2; exit 1; }
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	@# the jax extra too: `make test` tests the JAX backend (tests/test_backends.py), it does not skip it
+	$(BIN)/pip install -q -e '.[test,jax]'
 	touch $(STAMP)
 
 # `make setup` also installs JupyterLab for the notebooks (`.venv/bin/jupyter lab notebooks/`);
 # `make test` runs the notebooks with nbclient + ipykernel (the test extra) and does not need it.
 NB_STAMP := $(VENV)/.installed-notebooks
 $(NB_STAMP): $(STAMP)
-	$(BIN)/pip install -q -e '.[test,notebooks]'
+	$(BIN)/pip install -q -e '.[test,jax,notebooks]'
 	touch $(NB_STAMP)
 
 setup: $(STAMP) $(NB_STAMP)
@@ -68,8 +69,24 @@ week11: $(STAMP) $(DATA_STAMP)
 profile: $(STAMP)
 	$(CLI) profile --config conv --out runs/profile
 
-bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_steps.py
+# `make bench` (~10-15 min on 2 cores): the train step of every model on every backend next
+# to the same models in PyTorch (CPU build) measured in the same run; results in
+# benchmarks/results/<date>.json|md. PyTorch lives in its own venv: the torch 2.13.0 CPU
+# wheel on this machine is for Python 3.11 (any other torch request downloads a CUDA
+# build). Without python3.11, or if the install fails, the table says PyTorch is missing.
+TORCH_PY ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.11*/bin/python3.11) \
+                         $(shell command -v python3.11 2>/dev/null))
+TORCH_VENV := .venv-torch
+TORCH_STAMP := $(TORCH_VENV)/.installed
+BENCH_ARGS ?=
+
+$(TORCH_STAMP):
+	@if [ -z "$(TORCH_PY)" ]; then echo "warning: python3.11 not found: the bench table will have no PyTorch rows" >&2; \
+	else $(TORCH_PY) -m venv $(TORCH_VENV) && $(TORCH_VENV)/bin/pip install -q torch==2.13.0 numpy && touch $@ \
+	  || echo "warning: could not install torch==2.13.0 into $(TORCH_VENV): the bench table will have no PyTorch rows" >&2; fi
+
+bench: $(STAMP) $(TORCH_STAMP)
+	$(BIN)/python benchmarks/bench_steps.py $(if $(wildcard $(TORCH_STAMP)),--torch-python $(TORCH_VENV)/bin/python) $(BENCH_ARGS)
 
 conv: $(STAMP) $(DATA_STAMP)
 	$(CLI) train --config conv --workdir runs/conv

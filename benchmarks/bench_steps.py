@@ -1,13 +1,27 @@
-"""Time one training step (forward + backward + update) of each model on each backend.
+"""``make bench``: one training step (forward + backward + update) of each model on each
+backend, next to PyTorch and numpy's GEMM measured in the same run.
 
-Each case runs in its own subprocess (clean peak-RSS, no shared caches in memory) with
-the thread count set explicitly. Reports ms/step (median and min over ``--steps`` steps
-after ``--warmup``), analytic GFLOP/step (3x the forward FLOPs of the dense and conv
-layers) and GFLOP/s, next to numpy's float32 GEMM GFLOP/s measured in the same run.
+Cases: the feedforward VAE (``week9``, batch 1000) and the conv VAE (``conv``, batch
+128) in its two graph constructions (``fast`` and ``2015``, see
+:mod:`ift6266_vae.models.conv`), on every backend (``c``, ``numba``, ``jax``), and the
+same two models written in PyTorch (``benchmarks/torch_models.py``) when a PyTorch
+Python is given (``--torch-python``; the Makefile's ``.venv-torch``).
 
-    python benchmarks/bench_steps.py [--backends numba c] [--cases ff conv-fast conv-2015]
+Each case runs in its own subprocess, pinned to ``--threads`` cores with the BLAS /
+OpenMP / Numba thread counts set to the same number, with a timeout (``--case-timeout``;
+a case that exceeds it is recorded as such). Per case: ms/step median and min over
+``--steps`` steps after ``--warmup`` steps (the first call, which compiles, is timed
+separately), analytic GFLOP/step (3x the forward FLOPs of the dense and conv layers:
+forward, input gradient, weight gradient) and GFLOP/s at the median and at the min, the
+peak RSS during the timed steps (the kernel's high-water mark is reset after warm-up)
+and of the whole process (compilation included), the load average around the case.
+numpy float32 GEMM GFLOP/s (2048^3) is measured at the start and at the end of the run.
 
-Writes ``benchmarks/results/steps-<date>.json`` and ``.md``.
+    python benchmarks/bench_steps.py [--backends c numba jax] [--cases ff conv-fast conv-2015]
+                                     [--torch-python .venv-torch/bin/python]
+
+Writes ``benchmarks/results/<date>.json`` and ``.md`` (the table and the issue-#8 goals).
+The machine is shared: read the min columns, and compare rows of the same run only.
 """
 
 from __future__ import annotations
@@ -22,18 +36,20 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timing import set_threads, time_steps  # noqa: E402
+
 CASES = {
-    # name: (config, batch size, model overrides)
-    "ff": ("week9", 1000, {}),
-    "conv-fast": ("conv", 128, {"conv_construction": "fast", "upsample": "zeros"}),
-    "conv-2015": ("conv", 128, {"conv_construction": "2015", "upsample": "perforated_2015"}),
+    # name: (config, batch size, construction set of models.conv.CONSTRUCTIONS or None)
+    "ff": ("week9", 1000, None),
+    "conv-fast": ("conv", 128, "fast"),
+    "conv-2015": ("conv", 128, "2015"),
 }
+#: the PyTorch case each PyTensor case is compared with
+TORCH_PEER = {"ff": "ff", "conv-fast": "conv", "conv-2015": "conv"}
+BACKENDS = ("c", "numba", "jax")
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def _set_threads(n: int) -> None:
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-        os.environ[var] = str(n)
+HERE = Path(__file__).resolve()
 
 
 def gemm_gflops(n: int = 2048, reps: int = 5) -> float:
@@ -49,42 +65,35 @@ def gemm_gflops(n: int = 2048, reps: int = 5) -> float:
     return 2 * n**3 / min(ts) / 1e9
 
 
+def build_case(case: str):
+    """(model, config) of a case (the config's model section with the construction set)."""
+    from ift6266_vae import config, models
+    from ift6266_vae.models.conv import CONSTRUCTIONS
+
+    cfg_name, _, construction = CASES[case]
+    cfg = config.load(cfg_name)
+    if construction is not None:
+        cfg["model"].update(CONSTRUCTIONS[construction])
+    return models.build(cfg["model"], seed=0), cfg
+
+
 def run_case(case: str, backend: str, steps: int, warmup: int) -> dict:
     """Compile and time one case in this process."""
-    import resource
-
     import numpy as np
 
-    from ift6266_vae import config, models
     from ift6266_vae.functions import ModelFunctions
 
-    cfg_name, bs, overrides = CASES[case]
-    cfg = config.load(cfg_name)
-    cfg["model"].update(overrides)
-    model = models.build(cfg["model"], seed=0)
+    bs = CASES[case][1]
+    model, cfg = build_case(case)
     fns = ModelFunctions(model, backend, optim_config=cfg["optim"], batch_size=bs)
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 1, (bs, 1, 28, 28)).astype(np.float32)
     eps = rng.standard_normal((bs, model.code_size)).astype(np.float32)
-    t0 = time.perf_counter()
-    fns.train_step(x, eps)
-    first = time.perf_counter() - t0
-    for _ in range(warmup):
-        fns.train_step(x, eps)
-    ts = []
-    for _ in range(steps):
-        t = time.perf_counter()
-        fns.train_step(x, eps)
-        ts.append(time.perf_counter() - t)
+    res = time_steps(lambda: fns.train_step(x, eps), steps, warmup)
     gflop = 3 * model.forward_flops() * bs / 1e9
-    med = float(np.median(ts))
-    return {
-        "case": case, "backend": backend, "batch_size": bs,
-        "ms_median": 1000 * med, "ms_min": 1000 * min(ts),
-        "gflop_per_step": gflop, "gflops_per_s": gflop / med,
-        "compile_and_first_step_s": first,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    }
+    res.update(case=case, backend=backend, batch_size=bs, gflop_per_step=gflop,
+               compile_s=sum(fns.compile_seconds.values()))
+    return res
 
 
 def versions() -> dict:
@@ -92,11 +101,16 @@ def versions() -> dict:
     import pytensor
 
     out = {"python": platform.python_version(), "numpy": numpy.__version__, "pytensor": pytensor.__version__}
-    for mod in ("numba", "jax", "torch"):
+    for mod in ("numba", "jax", "jaxlib"):
         try:
             out[mod] = __import__(mod).__version__
         except ImportError:
-            pass
+            out[mod] = None
+    try:
+        blas = numpy.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        out["numpy_blas"] = f"{blas.get('name')} {blas.get('version')}"
+    except Exception:  # the layout of show_config is not a stable API
+        pass
     return out
 
 
@@ -109,59 +123,185 @@ def machine() -> dict:
     return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform()}
 
 
-def markdown(res: dict) -> str:
-    lines = [f"Measured {res['date']} on {res['machine']['cpu']} ({res['threads']} threads); "
-             f"numpy float32 GEMM {res['gemm_gflops']:.0f} GFLOP/s.", "",
-             "| case | backend | batch | ms/step (median) | ms/step (min) | GFLOP/step | GFLOP/s | % of GEMM | peak RSS MB |",
-             "|---|---|---|---|---|---|---|---|---|"]
+def _child(cmd: list[str], timeout: float) -> dict:
+    load0 = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timeout: not finished after {timeout:.0f} s", "wall_s": timeout}
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines() or ["(no output)"]
+        return {"error": lines[-1][:300], "wall_s": wall}
+    row = json.loads(proc.stdout.strip().splitlines()[-1])
+    row.update(wall_s=wall, load_before=load0, load_after=os.getloadavg()[0])
+    return row
+
+
+def _ratio(a, b):
+    return None if a is None or b is None else a / b
+
+
+def derive(res: dict) -> None:
+    """GFLOP/s, % of GEMM, ratios to PyTorch, and the issue-#8 goals (in place)."""
+    gemm = res["gemm_gflops"]
+    torch = {r["case"]: r for r in res["rows"] if r.get("backend") == "pytorch" and "error" not in r}
+    gflop = {r["case"]: r["gflop_per_step"] for r in res["rows"] if "gflop_per_step" in r}
     for r in res["rows"]:
         if "error" in r:
-            lines.append(f"| {r['case']} | {r['backend']} | | error: {r['error']} | | | | | |")
             continue
-        lines.append(f"| {r['case']} | {r['backend']} | {r['batch_size']} | {r['ms_median']:.0f} | {r['ms_min']:.0f} | "
-                     f"{r['gflop_per_step']:.2f} | {r['gflops_per_s']:.1f} | {100 * r['gflops_per_s'] / res['gemm_gflops']:.0f} % | "
-                     f"{r['peak_rss_mb']:.0f} |")
+        if r["backend"] == "pytorch":  # same analytic FLOPs as the PyTensor model of that case
+            r["gflop_per_step"] = gflop.get("ff" if r["case"] == "ff" else "conv-fast")
+        g = r.get("gflop_per_step")
+        if g:
+            r["gflops_median"] = g / (r["ms_median"] / 1000)
+            r["gflops_min"] = g / (r["ms_min"] / 1000)
+            r["pct_gemm_min"] = 100 * r["gflops_min"] / gemm
+        peer = torch.get(TORCH_PEER.get(r["case"], ""))
+        if r["backend"] != "pytorch" and peer:
+            r["x_pytorch_min"] = r["ms_min"] / peer["ms_min"]
+            r["x_pytorch_median"] = r["ms_median"] / peer["ms_median"]
+
+    def best(case):
+        rows = [r for r in res["rows"] if r["case"] == case and r["backend"] != "pytorch" and "error" not in r]
+        return min(rows, key=lambda r: r["ms_min"]) if rows else None
+
+    goals = []
+    ff, conv = best("ff"), best("conv-fast")
+    for name, row, limit, peer in (("feedforward step (batch 1000) no slower than PyTorch", ff, 1.0, "ff"),
+                                   ("conv step (batch 128) within 1.2x of PyTorch", conv, 1.2, "conv")):
+        t = torch.get(peer)
+        ratio = _ratio(row and row["ms_min"], t and t["ms_min"])
+        goals.append({"goal": name, "backend": row and row["backend"], "ratio_min": ratio,
+                      "ratio_median": _ratio(row and row["ms_median"], t and t["ms_median"]),
+                      "limit": limit, "met": None if ratio is None else ratio <= limit})
+    pct = ff and ff.get("pct_gemm_min")
+    goals.append({"goal": "feedforward step at >= 50 % of numpy float32 GEMM GFLOP/s", "backend": ff and ff["backend"],
+                  "ratio_min": None if pct is None else pct / 100, "limit": 0.5,
+                  "met": None if pct is None else pct >= 50})
+    res["goals"] = goals
+
+
+def _f(v, fmt="{:.0f}"):
+    return "-" if v is None else fmt.format(v)
+
+
+def markdown(res: dict) -> str:
+    m, v = res["machine"], res["versions"]
+    lines = [
+        f"Measured {res['date']} on {m['cpu']} ({m['cores']} cores, shared with other jobs), "
+        f"{res['threads']} threads per case (BLAS, OpenMP, Numba; each case pinned to {res['threads']} cores), float32. "
+        f"numpy float32 GEMM (2048^3): {res['gemm_gflops']:.0f} GFLOP/s "
+        f"(start {res['gemm_gflops_start']:.0f}, end {res['gemm_gflops_end']:.0f}). "
+        f"Python {v['python']}, PyTensor {v['pytensor']}, numpy {v['numpy']}, numba {v.get('numba')}, "
+        f"JAX {v.get('jax') or 'not installed'}, PyTorch {res.get('torch_version') or 'not available'}"
+        f"{' (' + res['torch_note'] + ')' if res.get('torch_note') else ''}.",
+        "",
+        f"ms/step over {res['steps']} steps after {res['warmup']} warm-up steps; GFLOP/s and the "
+        "ratio to PyTorch use the min (least disturbed by the other jobs); peak RSS = high-water "
+        "mark during the timed steps (process peak incl. compilation in the JSON).",
+        "",
+        "| case | backend | batch | ms/step median | ms/step min | x PyTorch (min) | x PyTorch (median) | "
+        "GFLOP/step | GFLOP/s (min) | % of GEMM | peak RSS MB | compile + 1st step s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in res["rows"]:
+        if "error" in r:
+            lines.append(f"| {r['case']} | {r['backend']} | {CASES.get(r['case'], (0, '-'))[1] if r['case'] in CASES else '-'} "
+                         f"| {r['error']} | | | | | | | | |")
+            continue
+        lines.append(
+            f"| {r['case']} | {r['backend']} | {r['batch_size']} | {r['ms_median']:.0f} | {r['ms_min']:.0f} | "
+            f"{_f(r.get('x_pytorch_min'), '{:.2f}')} | {_f(r.get('x_pytorch_median'), '{:.2f}')} | "
+            f"{_f(r.get('gflop_per_step'), '{:.1f}')} | {_f(r.get('gflops_min'), '{:.1f}')} | "
+            f"{_f(r.get('pct_gemm_min'), '{:.0f} %')} | {_f(r.get('peak_rss_step_mb'))} | "
+            f"{r['compile_and_first_step_s']:.1f} |")
+    lines += ["", "Goals of issue #8 (best PyTensor backend of the case, ratios at the min):", ""]
+    for g in res["goals"]:
+        state = "not measured" if g["met"] is None else ("met" if g["met"] else "NOT met")
+        ratio = _f(g["ratio_min"], "{:.2f}")
+        extra = f", median {g['ratio_median']:.2f}" if g.get("ratio_median") else ""
+        lines.append(f"- {g['goal']}: {state} ({g['backend']}: {ratio}{extra}; limit {g['limit']})")
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
-    p.add_argument("--backends", nargs="+", default=["numba"], choices=["c", "numba", "jax"])
+    p.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=list(BACKENDS))
+    p.add_argument("--torch-python", help="Python with torch (the Makefile's .venv-torch/bin/python)")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--case-timeout", type=float, default=240.0, help="seconds per case (compile included)")
+    p.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/<date>.json)")
     p.add_argument("--one", nargs=2, metavar=("CASE", "BACKEND"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    _set_threads(args.threads)
+    set_threads(args.threads)
     if args.one:  # child process: one case, JSON on stdout
+        import logging
+
+        logging.basicConfig(level=logging.WARNING)
         sys.stdout.write(json.dumps(run_case(args.one[0], args.one[1], args.steps, args.warmup)) + "\n")
         return 0
     import logging
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     log = logging.getLogger("bench")
+    t_start = time.perf_counter()
     res = {"date": dt.datetime.now().isoformat(timespec="seconds"), "threads": args.threads,
-           "machine": machine(), "versions": versions(), "gemm_gflops": gemm_gflops(), "rows": []}
-    log.info("numpy GEMM: %.0f GFLOP/s", res["gemm_gflops"])
-    for backend in args.backends:
-        for case in args.cases:
-            cmd = [sys.executable, __file__, "--one", case, backend, "--steps", str(args.steps),
-                   "--warmup", str(args.warmup), "--threads", str(args.threads)]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode != 0:
-                row = {"case": case, "backend": backend, "error": proc.stderr.strip().splitlines()[-1][:200]}
-            else:
-                row = json.loads(proc.stdout.strip().splitlines()[-1])
-            log.info("%s", row)
+           "steps": args.steps, "warmup": args.warmup, "case_timeout_s": args.case_timeout,
+           "machine": machine(), "versions": versions(), "rows": []}
+    res["gemm_gflops_start"] = gemm_gflops()
+    log.info("numpy GEMM: %.0f GFLOP/s", res["gemm_gflops_start"])
+
+    from ift6266_vae import backends
+
+    common = ["--steps", str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads)]
+    torch_py = args.torch_python
+    if torch_py and not Path(torch_py).exists():
+        res["torch_note"] = f"no PyTorch venv at {torch_py} (make bench creates .venv-torch with python3.11)"
+        torch_py = None
+    elif not torch_py:
+        res["torch_note"] = "no --torch-python given"
+    done_torch = set()
+    for case in args.cases:
+        peer = TORCH_PEER[case]
+        if torch_py and peer not in done_torch:
+            done_torch.add(peer)
+            row = _child([torch_py, str(HERE.parent / "torch_models.py"), "--one", peer, *common], args.case_timeout)
+            row.setdefault("case", peer)
+            row.setdefault("backend", "pytorch")
+            res.setdefault("torch_version", row.get("torch"))
+            log.info("%s pytorch: %s", peer, _brief(row))
             res["rows"].append(row)
+        for backend in args.backends:
+            if backend == "jax" and not backends.jax_available():
+                row = {"case": case, "backend": backend, "error": "JAX not installed (pip install -e '.[jax]')"}
+            else:
+                row = _child([sys.executable, str(HERE), "--one", case, backend, *common], args.case_timeout)
+                row.setdefault("case", case)
+                row.setdefault("backend", backend)
+            log.info("%s %s: %s", case, backend, _brief(row))
+            res["rows"].append(row)
+    res["gemm_gflops_end"] = gemm_gflops()
+    res["gemm_gflops"] = max(res["gemm_gflops_start"], res["gemm_gflops_end"])
+    res["wall_s"] = time.perf_counter() - t_start
+    derive(res)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = args.out or RESULTS / f"steps-{dt.date.today().isoformat()}.json"
+    out = args.out or RESULTS / f"{dt.date.today().isoformat()}.json"
     out.write_text(json.dumps(res, indent=2) + "\n")
     out.with_suffix(".md").write_text(markdown(res))
-    log.info("\n%s\nwrote %s", markdown(res), out)
+    log.info("\n%s\nwrote %s and .md (%.0f s)", markdown(res), out, res["wall_s"])
     return 0
+
+
+def _brief(row: dict) -> str:
+    if "error" in row:
+        return row["error"]
+    return (f"median {row['ms_median']:.0f} ms, min {row['ms_min']:.0f} ms, "
+            f"compile+1st {row['compile_and_first_step_s']:.1f} s, load {row.get('load_before', 0):.1f}")
 
 
 if __name__ == "__main__":

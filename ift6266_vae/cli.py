@@ -202,7 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("profile", help="where the time of a conv train step goes (make profile)")
     pr.add_argument("--config", default="conv")
     pr.add_argument("--construction", help="profile one construction set (fast or 2015) instead of the ablation")
-    pr.add_argument("--linker", nargs="+", default=["c", "numba", "jax"], help="linkers for whole-step times")
+    pr.add_argument("--backend", "--linker", dest="linker", nargs="+", default=None,
+                    help="backends for whole-step times (default: c, numba, and jax when installed)")
     pr.add_argument("--calls", type=int, default=3, help="profiled calls per graph")
     pr.add_argument("--out", default="runs/profile")
     pr.set_defaults(func=_cmd_profile)
@@ -215,10 +216,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _check_backends(args) -> None:
+    """Fail early, in one line, on a backend that cannot run here (e.g. ``jax`` without
+    JAX: the message gives the install command), before any data or model is loaded."""
+    from . import backends
+
+    if getattr(args, "backend", None):
+        backends.resolve(args.backend)
+    if args.command == "profile":
+        if args.linker is None:
+            args.linker = ["c", "numba"] + (["jax"] if backends.jax_available() else [])
+        for name in args.linker:
+            backends.resolve(name)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(logging.DEBUG if args.verbose else logging.INFO)
     try:
+        _check_backends(args)
         args.func(args)
     except UserError as e:
         log.error("%s", e)
