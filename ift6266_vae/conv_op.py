@@ -49,7 +49,7 @@ import threading
 import numpy as np
 import pytensor.tensor as pt
 from pytensor.gradient import DisconnectedType
-from pytensor.graph.basic import Apply
+from pytensor.graph.basic import Apply, Constant
 from pytensor.graph.op import Op
 from pytensor.scalar import upcast
 from pytensor.tensor.type import TensorType
@@ -672,6 +672,8 @@ def _register_jax() -> None:
             ks = node.outputs[0].type.shape[2:]
             if ks[0] is not None and ks[1] is not None:
                 static_k = (int(ks[0]), int(ks[1]))
+            elif isinstance(node.inputs[2], Constant):  # kshape folded to a constant by the rewrites
+                static_k = tuple(int(k) for k in node.inputs[2].data)
 
         def conv2d_grad_weight_jax(x, gy, kshape):
             if static_k is not None:
