@@ -62,7 +62,10 @@ def _cmd_sample(args):
     cfg = meta["config"]
     model = models.build(cfg["model"], seed=cfg["seed"])
     checkpoints.load_into(args.checkpoint, model)
-    fns = ModelFunctions(model, args.backend or cfg["train"]["backend"])
+    functions = ModelFunctions
+    if cfg["model"]["kind"] == "semisupervised":  # its decoder needs a label: uniform random classes
+        from .semisupervised import SSLFunctions as functions
+    fns = functions(model, args.backend or cfg["train"]["backend"])
     imgs = fns.sample(args.n, np.random.default_rng(args.seed))
     out = Path(args.out or Path(args.checkpoint).parent / "figures" / f"samples_seed{args.seed}.png")
     plots.image_grid(imgs, out, f"{args.n} samples (seed {args.seed})", 10)

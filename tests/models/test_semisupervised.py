@@ -250,6 +250,14 @@ def test_tiny_end_to_end_run(runs, variant):
     assert saved["ce_weight_per_labeled_example"] == pytest.approx(1.0 if variant == "blog" else 0.1 * 600 / 20)
 
 
+@pytest.mark.slow
+def test_cli_samples_from_a_semisupervised_checkpoint(runs, tmp_path):
+    wd, _ = runs["m2"]
+    out = tmp_path / "s.png"
+    assert cli.main(["sample", "--checkpoint", str(wd / "checkpoint.h5"), "-n", "10", "--out", str(out)]) == 0
+    assert out.stat().st_size > 1000
+
+
 def test_bad_semisupervised_configs_are_user_errors(embedded_data, tiny_config, tmp_path):
     for model, match in (({"labels": 5000}, "only 600"),
                          ({"labels": 25}, "multiple of 10"),
