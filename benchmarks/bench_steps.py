@@ -8,8 +8,9 @@ same two models written in PyTorch (``benchmarks/torch_models.py``) when a PyTor
 Python is given (``--torch-python``; the Makefile's ``.venv-torch``).
 
 Each case runs in its own subprocess, pinned to ``--threads`` cores with the BLAS /
-OpenMP / Numba thread counts set to the same number, with a timeout (``--case-timeout``;
-a case that exceeds it is recorded as such). Per case: ms/step median and min over
+OpenMP / Numba thread counts set to the same number, with a timeout (``--case-timeout``,
+and whatever is left of the run's ``--budget``; a case that exceeds it is recorded as
+such). Per case: ms/step median and min over
 ``--steps`` steps after ``--warmup`` steps (the first call, which compiles, is timed
 separately), analytic GFLOP/step (3x the forward FLOPs of the dense and conv layers:
 forward, input gradient, weight gradient) and GFLOP/s at the median and at the min, the
@@ -235,6 +236,8 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--case-timeout", type=float, default=240.0, help="seconds per case (compile included)")
+    p.add_argument("--budget", type=float, default=1080.0,
+                   help="seconds for the whole run: later cases get what is left (default 18 min)")
     p.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/<date>.json)")
     p.add_argument("--one", nargs=2, metavar=("CASE", "BACKEND"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -266,11 +269,21 @@ def main(argv=None) -> int:
     elif not torch_py:
         res["torch_note"] = "no --torch-python given"
     done_torch = set()
+
+    def timeout() -> float:
+        return min(args.case_timeout, args.budget - (time.perf_counter() - t_start))
+
+    def run(cmd) -> dict:
+        left = timeout()
+        if left < 30:
+            return {"error": f"skipped: the run's {args.budget:.0f} s budget is spent"}
+        return _child(cmd, left)
+
     for case in args.cases:
         peer = TORCH_PEER[case]
         if torch_py and peer not in done_torch:
             done_torch.add(peer)
-            row = _child([torch_py, str(HERE.parent / "torch_models.py"), "--one", peer, *common], args.case_timeout)
+            row = run([torch_py, str(HERE.parent / "torch_models.py"), "--one", peer, *common])
             row.setdefault("case", peer)
             row.setdefault("backend", "pytorch")
             res.setdefault("torch_version", row.get("torch"))
@@ -280,7 +293,7 @@ def main(argv=None) -> int:
             if backend == "jax" and not backends.jax_available():
                 row = {"case": case, "backend": backend, "error": "JAX not installed (pip install -e '.[jax]')"}
             else:
-                row = _child([sys.executable, str(HERE), "--one", case, backend, *common], args.case_timeout)
+                row = run([sys.executable, str(HERE), "--one", case, backend, *common])
                 row.setdefault("case", case)
                 row.setdefault("backend", backend)
             log.info("%s %s: %s", case, backend, _brief(row))
