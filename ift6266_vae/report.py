@@ -10,7 +10,7 @@ figures side by side. Inputs, all optional:
 * ``runs/week11/table.json|md``, ``curves.png``: ``make week11``;
 * ``runs/conv/metrics.json``: ``make conv``; ``runs/profile/report.json``: ``make profile``;
 * the latest step benchmark ``benchmarks/results/<date>.json`` (+ its ``.md``): ``make bench``;
-* every ``runs/*/metrics.json``, listed in one table.
+* every ``metrics.json`` under ``runs/`` (but ``runs/notebooks/``), listed in one table.
 
 A missing input is listed with the command that produces it, never an error. Outputs:
 ``runs/report/report.md`` (figures linked by relative path) and ``report.html`` (one
@@ -286,20 +286,25 @@ def _bench(bench_dir: Path) -> Section:
 
 def _all_runs(runs: Path) -> Section:
     s = Section("Every run with a metrics.json", "all-runs")
+    s.md("Every `metrics.json` under `runs/` (the notebooks' own runs under `runs/notebooks/` left out).")
     rows = []
-    for p in sorted(runs.glob("*/metrics.json")) if runs.is_dir() else []:
+    found = sorted(runs.rglob("metrics.json")) if runs.is_dir() else []
+    for p in found:
+        rel = p.parent.relative_to(runs)
+        if rel.parts[0] in ("notebooks", "report"):  # the notebooks' own small runs
+            continue
         m = _read_json(p)
         if not isinstance(m, dict):
             continue
         err = m.get("test_error")
-        rows.append([f"`{p.parent.name}`", m.get("config_name", "-"), m.get("dataset", "-"), m.get("epochs_trained", "-"),
+        rows.append([f"`{rel.as_posix()}`", m.get("config_name", "-"), m.get("dataset", "-"), m.get("epochs_trained", "-"),
                      m.get("stop_reason", "-"), _duration(m.get("train_step_s")), _pm(m.get("test")),
                      "-" if err is None else f"{100 * err:.2f} %"])
     if rows:
         s.md(_table(["run", "config", "data", "epochs", "stopped by", "update steps", "test ELBO (nats)",
                      "test error"], rows))
     else:
-        s.md("No `runs/*/metrics.json` yet.")
+        s.md("No `metrics.json` under `runs/` yet.")
     return s
 
 

