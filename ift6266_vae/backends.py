@@ -9,9 +9,10 @@ name        PyTensor mode
 ``jax``     ``JAX``: needs the ``jax`` extra (``pip install -e '.[jax]'``). Functions are
             compiled per input-shape signature (:mod:`ift6266_vae.jax_backend`).
 ``auto``    JAX when it is installed and sees a GPU; otherwise the CPU backend measured
-            fastest for the model kind (:data:`AUTO_CPU`): ``numba`` for the
-            feedforward VAE (and any kind not listed), ``c`` for the conv VAE. See the
-            README's benchmark table for the measurements behind the choice.
+            fastest for the model kind (:data:`AUTO_CPU`): JAX (on the CPU) when it is
+            installed, for both VAEs; else ``numba`` for the feedforward VAE, ``c`` for
+            the conv VAE; ``numba`` for kinds not measured. See the README's benchmark table
+            for the measurements behind the choice.
 ==========  ============================================================================
 
 Asking for an unknown backend, or for ``jax`` without JAX installed, raises a
@@ -66,9 +67,14 @@ configure_blas()
 BACKENDS = ("c", "numba", "jax", "auto")
 _MODES = {"c": "CVM", "numba": "NUMBA", "jax": "JAX"}
 
-#: ``auto`` on a machine without a GPU: the CPU backend measured fastest for a model kind
-#: (train step, 2 threads; ``make bench``, table in the README).
-AUTO_CPU = {"feedforward": "numba", "conv": "c"}
+#: ``auto`` on a machine without a GPU: the CPU backends in the order measured for a model
+#: kind (train step, 2 threads, ``make bench`` of 2026-11-25, table in the README); the
+#: first one installed is used. JAX (XLA) was fastest for both models on the CPU
+#: (feedforward: min 150 ms vs numba 417, c 494; conv: 440 vs c 701, numba 1424);
+#: without JAX, numba for the feedforward VAE and c for the conv VAE.
+AUTO_CPU = {"feedforward": ("jax", "numba", "c"), "conv": ("jax", "c", "numba")}
+#: kinds not measured (the classifier MLP, the semi-supervised models): numba, as before
+AUTO_CPU_DEFAULT = ("numba",)
 
 
 def jax_available() -> bool:
@@ -95,12 +101,14 @@ def resolve(name: str, kind: str | None = None) -> str:
     """Validate ``name`` and resolve ``auto``; returns one of ``c``, ``numba``, ``jax``.
 
     ``kind`` is the model kind (``"feedforward"``, ``"conv"``, ...): ``auto`` without a GPU
-    picks :data:`AUTO_CPU` [kind] (``numba`` for kinds not listed).
+    picks the first installed backend of :data:`AUTO_CPU` [kind].
     """
     if not isinstance(name, str) or name not in BACKENDS:
         raise UserError(f"unknown backend {name!r}; valid: {', '.join(BACKENDS)}")
     if name == "auto":
-        return "jax" if jax_has_gpu() else AUTO_CPU.get(kind, "numba")
+        if jax_has_gpu():
+            return "jax"
+        return next(b for b in AUTO_CPU.get(kind, AUTO_CPU_DEFAULT) if b != "jax" or jax_available())
     if name == "jax" and not jax_available():
         raise _jax_missing()
     return name
