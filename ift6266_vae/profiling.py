@@ -107,8 +107,12 @@ def _itemsize(var):
         return 0
 
 
-def profile_step(inputs, outputs, updates, args, n_calls: int = 5, warmup: int = 1, blas_sums: bool = True):
+def profile_step(inputs, outputs, updates, args, n_calls: int = 5, warmup: int = 1, blas_sums: bool = True,
+                 shapes: bool = True):
     """Profile one compiled step on the C/VM linker; returns (records, summary dict).
+
+    ``shapes=False`` skips the second compile that records runtime shapes: the records
+    then have no shapes, FLOP or byte estimates (only times).
 
     ``blas_sums=False`` compiles without the package's sums-as-GEMV rewrite
     (:mod:`ift6266_vae.rewrites`), i.e. with PyTensor's (and Theano's) C reduction loops.
@@ -140,15 +144,17 @@ def profile_step(inputs, outputs, updates, args, n_calls: int = 5, warmup: int =
     # 2. runtime shapes: config.profile + profile_memory turn the VM into a Python Stack VM
     #    that records every variable's shape (too slow to time with); nodes are matched by
     #    their position in the (deterministic) topological order of the rewritten graph.
-    shapes: dict = {}
-    with warnings.catch_warnings(), pytensor.config.change_flags(profile=True, profile_memory=True):
-        warnings.simplefilter("ignore")
-        sprof = ProfileStats(atexit_print=False)
-        sfn = pytensor.function(inputs, outputs, updates=updates, profile=sprof, mode=mode)
-        sfn(*args)
-    for node, snode in zip(fn.maker.fgraph.toposort(), sfn.maker.fgraph.toposort()):
-        if str(node.op) == str(snode.op):
-            shapes[node] = ([_shape_of(sprof, v) for v in snode.inputs], [_shape_of(sprof, v) for v in snode.outputs])
+    record_shapes, shapes = shapes, {}
+    if record_shapes:
+        with warnings.catch_warnings(), pytensor.config.change_flags(profile=True, profile_memory=True):
+            warnings.simplefilter("ignore")
+            sprof = ProfileStats(atexit_print=False)
+            sfn = pytensor.function(inputs, outputs, updates=updates, profile=sprof, mode=mode)
+            sfn(*args)
+        for node, snode in zip(fn.maker.fgraph.toposort(), sfn.maker.fgraph.toposort()):
+            if str(node.op) == str(snode.op):
+                shapes[node] = ([_shape_of(sprof, v) for v in snode.inputs],
+                                [_shape_of(sprof, v) for v in snode.outputs])
     before = sum(1 for _ in applys_between(list(inputs), list(outputs) + list((updates or {}).values())))
     after = len(fn.maker.fgraph.apply_nodes)
     records = []
@@ -171,6 +177,7 @@ def profile_step(inputs, outputs, updates, args, n_calls: int = 5, warmup: int =
         "gflop_estimated": sum(r.flops for r in records) / 1e9,
         "gflop_useful": sum(r.useful_flops for r in records) / 1e9,
         "python_fallback_nodes": sum(not r.compiled for r in records),
+        "shapes_recorded": bool(record_shapes),
     }
     return records, summary
 
@@ -267,12 +274,14 @@ ABLATION = {
 }
 
 
-def profile_config(cfg: dict, batch_size: int, n_calls: int = 3, blas_sums: bool = True) -> dict:
+def profile_config(cfg: dict, batch_size: int, n_calls: int = 3, blas_sums: bool = True,
+                   shapes: bool = True) -> dict:
     """Per-op profile (C/VM) of one config's train step; parameters are restored after."""
     model, inputs, outputs, updates, args = _train_graph(cfg, batch_size)
     snap = _snapshot(model)
     try:
-        records, summary = profile_step(inputs, outputs, updates, args, n_calls=n_calls, blas_sums=blas_sums)
+        records, summary = profile_step(inputs, outputs, updates, args, n_calls=n_calls, blas_sums=blas_sums,
+                                        shapes=shapes)
     finally:
         _restore(snap)
     gflop_model = 3 * model.forward_flops() * batch_size / 1e9
@@ -299,12 +308,15 @@ def ablation(conv_batch: int = 128, ff_batch: int = 1000, n_calls: int = 3, rows
     base = profile_config(ff, ff_batch, n_calls)
     out = {"feedforward": base, "rows": [], "linkers": {}}
     ff_ms_per_gflop = base["summary"]["ms_per_gflop"]
-    for name, overrides in (rows or ABLATION).items():
+    rows = rows or ABLATION
+    for i, (name, overrides) in enumerate(rows.items()):
         cfg = copy.deepcopy(conv)
         model_overrides = {k: v for k, v in overrides.items() if k != "blas_sums"}
         cfg["model"].update(model_overrides)
         log.info("profiling conv: %s", name)
-        prof = profile_config(cfg, conv_batch, n_calls, blas_sums=overrides.get("blas_sums", True))
+        # runtime shapes (a second compile) only for the two rows whose op census is reported
+        prof = profile_config(cfg, conv_batch, n_calls, blas_sums=overrides.get("blas_sums", True),
+                              shapes=i in (0, len(rows) - 1))
         s = prof["summary"]
         out["rows"].append({"name": name, "overrides": overrides, "ms_per_step": s["ms_per_call"],
                             "gflop_model": s["gflop_model"], "ms_per_gflop": s["ms_per_gflop"],

@@ -34,6 +34,14 @@ def test_census_counts_a_dot_and_an_add_with_known_flops():
     assert gemm[0].bytes >= 4 * (m * k + k * n + m * n)
 
 
+def test_profile_step_without_shapes_times_only():
+    a = pt.matrix("a", dtype="float32")
+    args = [np.ones((20, 30), "float32")]
+    records, summary = profiling.profile_step([a], [pt.dot(a, a.T)], None, args, n_calls=2, shapes=False)
+    assert summary["shapes_recorded"] is False and summary["ms_per_call"] > 0
+    assert records and all(r.shapes == [] and r.flops == 0 for r in records)
+
+
 def test_elementwise_flops_count_fused_scalar_ops():
     x = pt.vector("x", dtype="float32")
     y = pt.exp(x) * 2 + 1  # fused into one Composite of 3 scalar ops
