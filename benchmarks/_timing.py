@@ -50,7 +50,7 @@ def time_steps(step, steps: int, warmup: int) -> dict:
     """Call ``step()`` once (compile + first step), ``warmup`` more times, then ``steps``
     timed times. ``step`` must block until its results are computed.
 
-    Returns ms/step median and min, the first call's seconds, the process's peak RSS
+    Returns ms/step median and min (wall clock, and process CPU time), the first call's seconds, the process's peak RSS
     (everything, compilation included) and the peak RSS during the timed steps alone
     (the high-water mark is reset after the warm-up; ``None`` where /proc does not allow it).
     """
@@ -60,16 +60,19 @@ def time_steps(step, steps: int, warmup: int) -> dict:
     for _ in range(warmup):
         step()
     can_reset = reset_peak_rss()
-    ts = []
+    ts, cpu = [], []
     for _ in range(steps):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         step()
         ts.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
     hwm = _status_kb("VmHWM") if can_reset else None
     return {
         "steps": steps, "warmup": warmup,
         "ms_median": 1000 * statistics.median(ts), "ms_min": 1000 * min(ts),
         "ms_all": [round(1000 * t, 2) for t in ts],
+        # process CPU time (all threads) per step: with 1 thread, insensitive to other jobs
+        "cpu_ms_median": 1000 * statistics.median(cpu), "cpu_ms_min": 1000 * min(cpu),
         "compile_and_first_step_s": first,
         "peak_rss_step_mb": None if hwm is None else hwm / 1024,
         "peak_rss_process_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

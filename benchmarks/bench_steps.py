@@ -251,6 +251,7 @@ def main(argv=None) -> int:
     import logging
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("pytensor").setLevel(logging.WARNING)  # its compiler probing is not our output
     log = logging.getLogger("bench")
     t_start = time.perf_counter()
     res = {"date": dt.datetime.now().isoformat(timespec="seconds"), "threads": args.threads,
