@@ -203,17 +203,18 @@ def markdown(res: dict) -> str:
         "ratio to PyTorch use the min (least disturbed by the other jobs); peak RSS = high-water "
         "mark during the timed steps (process peak incl. compilation in the JSON).",
         "",
-        "| case | backend | batch | ms/step median | ms/step min | x PyTorch (min) | x PyTorch (median) | "
-        "GFLOP/step | GFLOP/s (min) | % of GEMM | peak RSS MB | compile + 1st step s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| case | backend | batch | ms/step median | ms/step min | CPU ms/step min | x PyTorch (min) | "
+        "x PyTorch (median) | GFLOP/step | GFLOP/s (min) | % of GEMM | peak RSS MB | compile + 1st step s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in res["rows"]:
         if "error" in r:
             lines.append(f"| {r['case']} | {r['backend']} | {CASES.get(r['case'], (0, '-'))[1] if r['case'] in CASES else '-'} "
-                         f"| {r['error']} | | | | | | | | |")
+                         f"| {r['error']} | | | | | | | | | |")
             continue
         lines.append(
             f"| {r['case']} | {r['backend']} | {r['batch_size']} | {r['ms_median']:.0f} | {r['ms_min']:.0f} | "
+            f"{_f(r.get('cpu_ms_min'))} | "
             f"{_f(r.get('x_pytorch_min'), '{:.2f}')} | {_f(r.get('x_pytorch_median'), '{:.2f}')} | "
             f"{_f(r.get('gflop_per_step'), '{:.1f}')} | {_f(r.get('gflops_min'), '{:.1f}')} | "
             f"{_f(r.get('pct_gemm_min'), '{:.0f} %')} | {_f(r.get('peak_rss_step_mb'))} | "
