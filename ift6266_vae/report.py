@@ -256,13 +256,15 @@ FLOP, so the work a conv step inherently adds is divided out:
 
 
 def latest_benchmark(bench_dir: Path) -> Path | None:
-    """The newest step benchmark (``<date>.json`` with rows and goals), by its recorded date."""
+    """The newest step benchmark (a JSON with rows and goals), by its recorded date; the
+    default ``make bench`` output (``<date>.json``) before variants such as ``<date>-cpu-1t.json``."""
     found = []
     for p in bench_dir.glob("*.json") if bench_dir.is_dir() else []:
         d = _read_json(p)
         if isinstance(d, dict) and "rows" in d and "goals" in d:
-            found.append((str(d.get("date", "")), p.name, p))
-    return max(found)[2] if found else None
+            default = bool(re.fullmatch(r"\d{4}-\d{2}-\d{2}", p.stem))
+            found.append((default, str(d.get("date", "")), p.name, p))
+    return max(found)[3] if found else None
 
 
 def _bench(bench_dir: Path) -> Section:
@@ -273,6 +275,9 @@ def _bench(bench_dir: Path) -> Section:
         s.need("step benchmarks (benchmarks/results/<date>.json)", "make bench")
         return s
     md = path.with_suffix(".md")
+    others = sorted(p.name for p in bench_dir.glob(f"{path.stem}-*.md"))
+    if others:
+        s.md("Other benchmark tables of that date: " + ", ".join(f"`benchmarks/results/{n}`" for n in others) + ".")
     if md.is_file():
         s.md(f"Latest (`benchmarks/results/{md.name}`):\n\n" + md.read_text())
     else:

@@ -54,6 +54,8 @@ def tree(tmp_path):
     _json(bench / "ops-2026-11-24.json", {"config": {}, "results": []})  # another benchmark's format: ignored
     _json(bench / "2026-11-24.json", {"date": "2026-11-24T10:00:00", "rows": [], "goals": []})
     _json(bench / "2026-11-25.json", {"date": "2026-11-25T10:00:00", "rows": [], "goals": []})
+    _json(bench / "2026-11-25-cpu-1t.json", {"date": "2026-11-25T18:00:00", "rows": [], "goals": []})  # a variant
+    (bench / "2026-11-25-cpu-1t.md").write_text("one-thread table 222\n")
     (bench / "2026-11-24.md").write_text("old table 111\n")
     (bench / "2026-11-25.md").write_text("| case | backend | ms/step min |\n|---|---|---|\n| ff | numba | 98 |\n")
     return runs, bench
@@ -70,6 +72,7 @@ def test_report_from_a_partial_runs_tree(tree):
     assert "| all 2015 constructions | 5000 | 28.2 | 177.3 | 13.33x | 100 % |" in md
     assert "JAX not installed" in md
     assert "| ff | numba | 98 |" in md and "old table 111" not in md  # the latest step benchmark only
+    assert "one-thread table 222" not in md and "`benchmarks/results/2026-11-25-cpu-1t.md`" in md  # named, not shown
     # figures linked relative to the report, side by side in one table row
     assert "![samples from a fixed eps](../week9/figures/samples.png)" in md
     assert "../week9/figures/reconstructions.png" not in md  # absent figures are left out
