@@ -122,10 +122,10 @@ def get_compile_mode(name: str, kind: str | None = None):
 
         jax_backend.register_fixes()
     mode = get_mode(_MODES[resolved])
-    if resolved == "c":  # BLAS sums instead of PyTensor's slow C reductions (rewrites.py)
+    if resolved == "c":  # numpy sums instead of PyTensor's slow C reductions (rewrites.py)
         from . import rewrites
 
-        mode = mode.including(rewrites.SUMS_AS_GEMV)
+        mode = mode.including(rewrites.FAST_SUMS)
     return mode
 
 

@@ -120,7 +120,7 @@ def _cmd_profile(args):
         if args.construction not in CONSTRUCTIONS:
             raise UserError(f"unknown construction {args.construction!r}; valid: {', '.join(CONSTRUCTIONS)}")
         rows = {f"{args.construction} constructions": {**CONSTRUCTIONS[args.construction],
-                                                      "blas_sums": args.construction != "2015"}}
+                                                      "fast_sums": args.construction != "2015"}}
     res = profiling.ablation(conv_batch=cfg["train"]["batch_size"], rows=rows, linkers=tuple(args.linker),
                              conv_cfg=cfg, n_calls=args.calls)
     path = profiling.write_report(res, args.out)

@@ -107,14 +107,14 @@ def _itemsize(var):
         return 0
 
 
-def profile_step(inputs, outputs, updates, args, n_calls: int = 5, warmup: int = 1, blas_sums: bool = True,
+def profile_step(inputs, outputs, updates, args, n_calls: int = 5, warmup: int = 1, fast_sums: bool = True,
                  shapes: bool = True):
     """Profile one compiled step on the C/VM linker; returns (records, summary dict).
 
     ``shapes=False`` skips the second compile that records runtime shapes: the records
     then have no shapes, FLOP or byte estimates (only times).
 
-    ``blas_sums=False`` compiles without the package's sums-as-GEMV rewrite
+    ``fast_sums=False`` compiles without the package's fast-sums rewrite
     (:mod:`ift6266_vae.rewrites`), i.e. with PyTensor's (and Theano's) C reduction loops.
     """
 
@@ -125,10 +125,10 @@ def profile_step(inputs, outputs, updates, args, n_calls: int = 5, warmup: int =
 
     backends.configure_blas()
     mode = backends.get_compile_mode("c")
-    if not blas_sums:
-        from .rewrites import SUMS_AS_GEMV
+    if not fast_sums:
+        from .rewrites import FAST_SUMS
 
-        mode = mode.excluding(SUMS_AS_GEMV)
+        mode = mode.excluding(FAST_SUMS)
     # 1. times: the C VM loop with PyTensor's profiler (times every node, little overhead)
     prof = ProfileStats(atexit_print=False)
     t0 = time.perf_counter()
@@ -260,27 +260,27 @@ def _restore(snap):
 
 
 #: The 2015 constructions of the conv VAE, switched on one at a time by the ablation: model
-#: config overrides, plus ``blas_sums: False`` for the C reduction loops PyTensor inherited
-#: from Theano (instead of the package's sums-as-GEMV rewrite).
+#: config overrides, plus ``fast_sums: False`` for the C reduction loops PyTensor inherited
+#: from Theano (instead of the package's fast-sums rewrite).
 ABLATION = {
     "fast (all fixes)": {},
     "+ 2015 BN moments (float64 mean over (0, 2, 3))": {"bn_moments": "naive"},
-    "+ C-loop sums (Theano's CAReduce, no BLAS sums)": {"blas_sums": False},
+    "+ C-loop sums (Theano's CAReduce, no numpy sums)": {"fast_sums": False},
     "+ upsample, then conv on the 2x grid (no sub-pixel)": {"conv_construction": "im2col"},
     "+ 2015 'same' conv (full conv, then crop)": {"conv_construction": "2015"},
     "+ 2015 perforated upsampling (dense 0/1 matrix + dot)": {"upsample": "perforated_2015"},
-    "all 2015 constructions": {"bn_moments": "naive", "blas_sums": False, "conv_construction": "2015",
+    "all 2015 constructions": {"bn_moments": "naive", "fast_sums": False, "conv_construction": "2015",
                                "upsample": "perforated_2015"},
 }
 
 
-def profile_config(cfg: dict, batch_size: int, n_calls: int = 3, blas_sums: bool = True,
+def profile_config(cfg: dict, batch_size: int, n_calls: int = 3, fast_sums: bool = True,
                    shapes: bool = True) -> dict:
     """Per-op profile (C/VM) of one config's train step; parameters are restored after."""
     model, inputs, outputs, updates, args = _train_graph(cfg, batch_size)
     snap = _snapshot(model)
     try:
-        records, summary = profile_step(inputs, outputs, updates, args, n_calls=n_calls, blas_sums=blas_sums,
+        records, summary = profile_step(inputs, outputs, updates, args, n_calls=n_calls, fast_sums=fast_sums,
                                         shapes=shapes)
     finally:
         _restore(snap)
@@ -311,11 +311,11 @@ def ablation(conv_batch: int = 128, ff_batch: int = 1000, n_calls: int = 3, rows
     rows = rows or ABLATION
     for i, (name, overrides) in enumerate(rows.items()):
         cfg = copy.deepcopy(conv)
-        model_overrides = {k: v for k, v in overrides.items() if k != "blas_sums"}
+        model_overrides = {k: v for k, v in overrides.items() if k != "fast_sums"}
         cfg["model"].update(model_overrides)
         log.info("profiling conv: %s", name)
         # runtime shapes (a second compile) only for the two rows whose op census is reported
-        prof = profile_config(cfg, conv_batch, n_calls, blas_sums=overrides.get("blas_sums", True),
+        prof = profile_config(cfg, conv_batch, n_calls, fast_sums=overrides.get("fast_sums", True),
                               shapes=i in (0, len(rows) - 1))
         s = prof["summary"]
         out["rows"].append({"name": name, "overrides": overrides, "ms_per_step": s["ms_per_call"],

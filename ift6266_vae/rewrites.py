@@ -1,32 +1,37 @@
 """Graph rewrites the package adds to PyTensor's C/VM mode.
 
-``sums_as_gemv``
+``fast_sums``
     PyTensor's C implementation of a sum over some axes (``CAReduce``) is a generic,
     single-threaded loop: on this machine it reduces a (128, 64, 28, 28) float32 tensor
-    over (0, 2, 3) in ~17 ms, where a BLAS matrix-vector product with a vector of ones
-    reads the same 25 MB in under 1 ms. Batch normalization of conv layers is made of
-    such sums (the two moments forward; the gradients of the scale, shift and bias
-    backward), so in the conv VAE's C/VM step they cost more than the convolutions'
-    GEMMs. This rewrite replaces a float sum whose reduced axes are a leading block,
-    a trailing block, or both (``(0,)`` of a dense batch, ``(0, 2, 3)`` of NCHW, ...) by
-    one or two ``dot`` s with a ones vector (the BLAS rewrites then make them ``Dot22``).
-    Accumulation is float32 in BLAS's blocked order instead of the ``Sum``'s float64
-    accumulator: for the (H*W, then N)-length sums of BN that is accurate to ~1e-6
-    relative (tested). Only the ``c`` backend uses it: Numba's own loops reduce as fast
-    as BLAS (``numba`` keeps ``Sum``).
+    over (0, 2, 3) in ~17 ms, where numpy's own reduction (SIMD, pairwise summation)
+    takes ~1 ms. Batch normalization of conv layers is made of such sums (the two
+    moments forward; the gradients of the scale, shift and bias backward), so in the
+    conv VAE's C/VM step they cost more than the convolutions' GEMMs. This rewrite
+    replaces a float sum whose reduced axes are a leading block, a trailing block, or
+    both (``(0,)`` of a dense batch, ``(0, 2, 3)`` of NCHW, ...) by a :class:`NumpySum`
+    node that calls numpy's ``sum`` with a float32 accumulator (pairwise summation,
+    accurate to ~1e-6 relative at BN sizes, tested) instead of the ``Sum``'s float64
+    one. Measured on the conv VAE train step (batch 128, interleaved calls, shared
+    machine): 449 vs 612 ms per step, compile time unchanged. A first version spelled
+    the sums as reshapes and GEMVs in the graph: as fast to run, but it doubled the
+    graph and made compiling the conv step 8x slower (150 vs 19 s). Only the ``c``
+    backend uses it: Numba's own loops already reduce at numpy's speed.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import pytensor.tensor as pt
 from pytensor.compile import optdb
+from pytensor.graph.basic import Apply
+from pytensor.graph.op import Op
 from pytensor.graph.rewriting.basic import dfs_rewriter, node_rewriter
 from pytensor.tensor.math import Sum
 
-__all__ = ["SUMS_AS_GEMV", "local_sum_as_gemv"]
+__all__ = ["FAST_SUMS", "NumpySum", "local_fast_sum"]
 
-#: Tag that switches the rewrite on (``mode.including(SUMS_AS_GEMV)``).
-SUMS_AS_GEMV = "ift6266_sums_as_gemv"
+#: Tag that switches the rewrite on (``mode.including(FAST_SUMS)``).
+FAST_SUMS = "ift6266_fast_sums"
 
 
 def _blocks(axes: tuple[int, ...], ndim: int) -> tuple[int, int] | None:
@@ -44,15 +49,36 @@ def _blocks(axes: tuple[int, ...], ndim: int) -> tuple[int, int] | None:
     return lead, len(trail)
 
 
-def _prod(dims):
-    out = dims[0]
-    for d in dims[1:]:
-        out = out * d
-    return out
+class NumpySum(Op):
+    """Sum of ``x`` over its ``lead`` leading and ``trail`` trailing axes, by numpy.
+
+    One node per replaced ``Sum``. ``perform`` is Python calling numpy; the profiler
+    lists these nodes as Python (not C) nodes, which they are. It is introduced by a
+    compile-time rewrite, after gradients are taken, so it needs no gradient.
+    """
+
+    __props__ = ("lead", "trail")
+
+    def __init__(self, lead: int, trail: int):
+        self.lead, self.trail = int(lead), int(trail)
+
+    def make_node(self, x):
+        x = pt.as_tensor_variable(x)
+        kept = x.type.shape[self.lead : x.type.ndim - self.trail]
+        return Apply(self, [x], [pt.tensor(dtype=x.dtype, shape=kept)])
+
+    def perform(self, node, inputs, output_storage):
+        (x,) = inputs
+        axes = tuple(range(self.lead)) + tuple(range(x.ndim - self.trail, x.ndim))
+        output_storage[0][0] = np.asarray(x.sum(axis=axes, dtype=x.dtype))
+
+    def infer_shape(self, fgraph, node, shapes):
+        (s,) = shapes
+        return [tuple(s[self.lead : len(s) - self.trail])]
 
 
 @node_rewriter([Sum])
-def local_sum_as_gemv(fgraph, node):
+def local_fast_sum(fgraph, node):
     (x,) = node.inputs
     if x.dtype not in ("float32", "float64") or node.outputs[0].dtype != x.dtype or x.ndim < 2:
         return None
@@ -60,25 +86,13 @@ def local_sum_as_gemv(fgraph, node):
     blocks = _blocks(axes, x.ndim)
     if blocks is None:
         return None
-    lead, trail = blocks
-    shape = [x.shape[i] for i in range(x.ndim)]
-    kept = shape[lead : x.ndim - trail]
-    y = x
-    if trail:
-        r = _prod(shape[x.ndim - trail :])
-        m = y.reshape((_prod(shape[: x.ndim - trail]), r))
-        y = pt.dot(m, pt.ones((r, 1), dtype=x.dtype)).reshape(shape[: x.ndim - trail])
-    if lead:
-        r = _prod(shape[:lead])
-        m = y.reshape((r, _prod(kept)))
-        y = pt.dot(pt.ones((1, r), dtype=x.dtype), m)
-    out = y.reshape(kept)
+    out = NumpySum(*blocks)(x)
     old = node.outputs[0]
     if out.type != old.type:
         out = pt.specify_shape(out, old.type.shape)
     return [out]
 
 
-# Before BlasOpt (1.7), so the dots become Dot22; only modes that include the tag run it.
-optdb.register("local_sum_as_gemv", dfs_rewriter(local_sum_as_gemv), SUMS_AS_GEMV, position=1.69)
+# After specialize (2), so Sums it creates are caught; only modes that include the tag run it.
+optdb.register("local_fast_sum", dfs_rewriter(local_fast_sum), FAST_SUMS, position=2.05)
 

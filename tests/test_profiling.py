@@ -89,7 +89,7 @@ def test_report_notes_missing_linkers(tiny_ablation, tmp_path):
 
 def test_ablation_rows_switch_on_every_2015_construction():
     last = profiling.ABLATION["all 2015 constructions"]
-    assert last == {"bn_moments": "naive", "blas_sums": False, "conv_construction": "2015",
+    assert last == {"bn_moments": "naive", "fast_sums": False, "conv_construction": "2015",
                     "upsample": "perforated_2015"}
     singles = [r for name, r in profiling.ABLATION.items() if len(r) == 1]
     assert {k for r in singles for k in r} == set(last)

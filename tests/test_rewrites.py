@@ -1,4 +1,4 @@
-"""Tests of ift6266_vae.rewrites: sums as BLAS matrix-vector products in the C/VM mode."""
+"""Tests of ift6266_vae.rewrites: numpy sums in the C/VM mode."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pytensor.compile.mode import get_mode
 from ift6266_vae import backends, rewrites
 
 PLAIN = get_mode("CVM")
-WITH = PLAIN.including(rewrites.SUMS_AS_GEMV)
+WITH = PLAIN.including(rewrites.FAST_SUMS)
 
 
 def _op_names(f):
@@ -27,7 +27,7 @@ def _op_names(f):
     ((6, 5, 4, 3), (1, 2), False),     # a middle block: left to PyTensor
     ((7, 9), None, False),             # full reduction: left to PyTensor
 ])
-def test_sum_as_gemv_values_and_graph(shape, axes, rewritten):
+def test_fast_sum_values_and_graph(shape, axes, rewritten):
     rng = np.random.default_rng(0)
     x = pt.tensor(dtype="float32", shape=(None,) * len(shape))
     a = rng.standard_normal(shape).astype(np.float32)
@@ -39,10 +39,10 @@ def test_sum_as_gemv_values_and_graph(shape, axes, rewritten):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
         names = _op_names(f1)
         assert ("Sum" not in names) == rewritten, names
-        assert ({"Dot22", "CGemv", "Gemv", "Dot"} & names) if rewritten else True
+        assert ("NumpySum" in names) == rewritten
 
 
-def test_sum_as_gemv_gradient_and_static_shapes():
+def test_fast_sum_gradient_and_static_shapes():
     rng = np.random.default_rng(1)
     x = pt.tensor4("x", dtype="float32", shape=(None, 3, 4, 4))
     y = (pt.sqr(x).sum(axis=(0, 2, 3)) * np.arange(1, 4, dtype=np.float32)).sum()
@@ -54,7 +54,7 @@ def test_sum_as_gemv_gradient_and_static_shapes():
         np.testing.assert_allclose(v, u, rtol=1e-5)
 
 
-def test_sum_as_gemv_accuracy_at_bn_scale():
+def test_fast_sum_accuracy_at_bn_scale():
     # The size of the conv VAE's biggest BN: mean over 128 x 28 x 28 per channel, float32.
     rng = np.random.default_rng(2)
     a = (rng.standard_normal((128, 8, 28, 28)) + 3.0).astype(np.float32)
