@@ -14,7 +14,7 @@ Tolerances, and why:
 * the loss: **1e-4** between backends and against float64 (measured: < 1e-6);
 * the gradients: **3e-4**, not 1e-4. Measured (2026-11-25, these shapes and seeds): the
   float32 gradients of *every* backend differ from the float64 values by up to 1.2e-4
-  (``jax``, feedforward), 1.8e-4 (``c``, conv: its BN sums are float32 BLAS dot products,
+  (``jax``, feedforward), 1.8e-4 (``c``, conv, with the first, GEMV version of the float32 sums of
   :mod:`ift6266_vae.rewrites`) and 7.8e-5 (``numba``); backend against backend up to
   1.2e-4. The error is float32 rounding amplified by the batch-norm backward pass
   (``G (g - mean(g) - xhat mean(g xhat)) / std``, a difference of nearly equal terms
