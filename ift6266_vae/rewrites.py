@@ -72,7 +72,7 @@ class NumpySum(Op):
         axes = tuple(range(self.lead)) + tuple(range(x.ndim - self.trail, x.ndim))
         output_storage[0][0] = np.asarray(x.sum(axis=axes, dtype=x.dtype))
 
-    def infer_shape(self, fgraph, node, shapes):
+    def infer_shape(self, node, shapes):
         (s,) = shapes
         return [tuple(s[self.lead : len(s) - self.trail])]
 
