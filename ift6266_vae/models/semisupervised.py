@@ -42,36 +42,27 @@ the run's seed), ``labeled_per_batch`` (labeled examples in each minibatch of
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytensor.tensor as pt
 
 from .. import costs
 from ..layers import BatchNorm, Dense, get_activation
 from .base import VAEBase
+from .feedforward import DEFAULTS as FF_DEFAULTS
 
 N_CLASSES = 10
 VARIANTS = ("blog", "m2")
 
 DEFAULTS = {
+    **copy.deepcopy(FF_DEFAULTS),  # the week-9 network, BN and decoder settings (own lists)
     "kind": "semisupervised",
     "variant": "m2",
-    "encoder": [512, 512, 256],
-    "encoder_activations": ["relu", "relu", "tanh"],
-    "code_size": 384,
-    "decoder": [256, 512, 512],
-    "decoder_activations": ["linear", "relu", "relu"],
-    "output_activation": "hard_tanh",
     # classifier hidden layers: None = the variant's default ([] on the shared trunk for
     # blog; the encoder's widths, as a separate network, for m2)
     "classifier": None,
     "classifier_activations": None,
-    "init_range": 0.1,
-    "bias": True,
-    "bn_formula": "2015",
-    "bn_alpha": 0.1,
-    "bn_moments": "fast",
-    "sigma_offset": 1e-15,
-    "decoder_variance": 0.5,
     # weight of the cross-entropy: None = the variant's default (blog 1, m2 0.1 * N)
     "alpha": None,
     # semi-supervised training keys (see the module docstring)
