@@ -44,6 +44,14 @@ def gaussian_nll(x, y, variance: float = DECODER_VARIANCE):
     return pt.sum(pt.sqr(x - y) / (2 * v) + const, axis=1)
 
 
+def bernoulli_nll(x, logits):
+    """Per-example binary cross-entropy ``-sum(x log p + (1 - x) log(1 - p))``, ``p =
+    sigmoid(logits)``, of intensities ``x`` in [0, 1] (Kingma et al.'s decoder for MNIST);
+    computed from the logits as ``sum(softplus(a) - x a)``; shape (N,)."""
+    x, a = _flat(x), _flat(logits)
+    return pt.sum(pt.softplus(a) - x * a, axis=1)
+
+
 def gaussian_kl(mu, log_sigma):
     """Per-example analytic ``KL(N(mu, sigma^2) || N(0, I))``; shape (N,).
 

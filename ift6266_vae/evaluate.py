@@ -273,6 +273,9 @@ def evaluate_checkpoint(checkpoint, iwae_k: int = 1000, fid_samples: int = 10_00
     if not isinstance(cfg, dict) or "model" not in cfg:
         raise UserError(f"{path} is not a VAE checkpoint (no model config; a classifier cache?); "
                         "pass the checkpoint.h5 of a training run")
+    if cfg["model"].get("kind") == "semisupervised":
+        raise UserError(f"{path} is a semi-supervised (week-10) checkpoint; evaluate measures unconditional "
+                        "VAEs: its test error, confusion matrix and ELBO are in the run's metrics.json")
     dataset = meta["dataset"]
     if data_name is not None:
         wanted = data.resolve_name(data_name)

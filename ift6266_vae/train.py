@@ -271,7 +271,7 @@ def train_and_evaluate(config: dict, workdir, resume: bool = False, callbacks=()
         if tcfg["figures_every"] and epoch % tcfg["figures_every"] == 0 and not last:
             hooks.figures(fns, splits, workdir, cfg["seed"] + 2, tag=f"epoch{epoch:04d}")
         if over_budget:
-            log.info("time budget of %.1f min reached after epoch %d", budget, epoch)
+            log.info("time budget of %.3g min reached after epoch %d", budget, epoch)
             break
 
     running = {v: v.get_value() for v in model.bn_state}
@@ -301,8 +301,10 @@ def final_evaluation(fns: ModelFunctions, splits: dict, cfg: dict, workdir: Path
     tcfg = cfg["train"]
     ebs, bs, seed = tcfg["eval_batch_size"], tcfg["batch_size"], cfg["seed"] + 1
     x_tr, x_va, x_te = (splits[s][0] for s in ("train", "valid", "test"))
-    out = {"dataset": dataset, "config_name": cfg["name"], "units": "nats per example (Gaussian decoder, "
-           f"variance {fns.model.config.get('decoder_variance')})", "bn": {}}
+    mcfg = fns.model.config
+    decoder = ("Bernoulli decoder" if mcfg.get("likelihood") == "bernoulli"
+               else f"Gaussian decoder, variance {mcfg.get('decoder_variance')}")
+    out = {"dataset": dataset, "config_name": cfg["name"], "units": f"nats per example ({decoder})", "bn": {}}
     out["bn"]["batch_statistics"] = {"test": evaluate_elbo(fns, x_te, bs, seed, deterministic=False)}
     out["bn"]["running_average"] = {"test": evaluate_elbo(fns, x_te, ebs, seed)}
     if tcfg["recompute_bn"]:

@@ -15,15 +15,8 @@ import pytest
 
 from ift6266_vae import checkpoints, models, optim
 from ift6266_vae.utils import UserError, sha256_file
+from helpers import TINY_NET as TINY
 
-TINY = {
-    "kind": "feedforward",
-    "encoder": [16, 8],
-    "encoder_activations": ["relu", "tanh"],
-    "code_size": 4,
-    "decoder": [8, 16],
-    "decoder_activations": ["linear", "relu"],
-}
 CONFIG = {"name": "tiny", "model": TINY, "seed": 7}
 
 

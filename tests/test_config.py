@@ -10,15 +10,7 @@ import pytest
 from ift6266_vae import config, models, optim
 from ift6266_vae.models.feedforward import DEFAULTS as FF_DEFAULTS
 from ift6266_vae.utils import UserError
-
-TINY = {
-    "kind": "feedforward",
-    "encoder": [16, 8],
-    "encoder_activations": ["relu", "tanh"],
-    "code_size": 4,
-    "decoder": [8, 16],
-    "decoder_activations": ["linear", "relu"],
-}
+from helpers import TINY_NET as TINY
 
 
 @pytest.fixture(scope="module")
@@ -267,11 +259,16 @@ def test_apply_overrides_can_switch_optimizer_or_model_kind(week9, key, value):
         assert c["model"] == models.MODELS[value].DEFAULTS
 
 
-def test_conv_configs_differ_only_in_the_named_optimizer_deviation():
-    conv, faithful = config.load("conv"), config.load("conv-as-published")
-    assert conv["optim"]["variant"] == "corrected" and faithful["optim"]["variant"] == "as_published"
-    for c in (conv, faithful):
+@pytest.mark.parametrize("name", ["conv", "week10"])
+def test_configs_differ_from_their_as_published_twin_only_in_the_named_optimizer_deviation(name):
+    cfg, faithful = config.load(name), config.load(f"{name}-as-published")
+    assert cfg["optim"]["variant"] == "corrected" and faithful["optim"]["variant"] == "as_published"
+    for c in (cfg, faithful):
         c.pop("name")
         c["optim"].pop("variant")
-    assert conv == faithful
+    assert cfg == faithful
+
+
+def test_conv_config_keeps_the_2015_learning_rate_and_batch():
+    conv = config.load("conv")
     assert conv["optim"]["learning_rate"] == 0.01 and conv["train"]["batch_size"] == 128

@@ -66,6 +66,7 @@ def compiled():
         "kl": costs.gaussian_kl(mu, ls),
         "logq": costs.gaussian_log_density(z, mu, ls),
         "logp": costs.standard_normal_log_density(z),
+        "bern": costs.bernoulli_nll(x, y * 30),  # logits up to +-30: softplus must not overflow
     }
     vae = costs.vae_costs(x, y, mu, ls)
     vae2 = costs.vae_costs(x, y, mu, ls, variance=2.0)
@@ -94,6 +95,14 @@ def test_squared_error(out, data):
 def test_gaussian_nll(out, data, key, var):
     np.testing.assert_allclose(out[key], ref_nll(data["x"], data["y"], var), rtol=RTOL)
     assert out[key].shape == (N,) and out[key].dtype == np.float32
+
+
+def test_bernoulli_nll(out, data):
+    x = data["x"].reshape(N, -1).astype(np.float64)
+    p = 1 / (1 + np.exp(-30 * data["y"].reshape(N, -1).astype(np.float64)))
+    ref = -(x * np.log(p) + (1 - x) * np.log1p(-p)).sum(axis=1)
+    np.testing.assert_allclose(out["bern"], ref, rtol=1e-4)
+    assert out["bern"].shape == (N,) and out["bern"].dtype == np.float32 and np.all(np.isfinite(out["bern"]))
 
 
 def test_nll_at_half_variance_is_squared_error_plus_constant(out):

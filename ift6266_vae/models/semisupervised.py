@@ -29,6 +29,11 @@ generative models")
     so each labeled example carries ``alpha / N_labeled`` of cross-entropy next to its
     bound; ``alpha = 0.1 * N`` (``N`` training examples) by default, as in the paper.
 
+Two keys serve measurements rather than the models: ``likelihood: "bernoulli"`` swaps the
+Gaussian decoder for Kingma et al.'s Bernoulli one (binary cross-entropy of the [0, 1]
+intensities), and ``unlabeled_weight`` scales the unlabeled rows' bound (0: the
+supervised-classifier control of M2).
+
 Every BN layer is applied once per graph: in a training batch the unlabeled rows of the
 M2 encoder and decoder are the unlabeled images tiled over the 10 classes, concatenated
 after the labeled rows, and one noise row ``eps`` per image is shared by its 10 class
@@ -54,6 +59,7 @@ from .feedforward import DEFAULTS as FF_DEFAULTS
 
 N_CLASSES = 10
 VARIANTS = ("blog", "m2")
+LIKELIHOODS = ("gaussian", "bernoulli")
 
 DEFAULTS = {
     **copy.deepcopy(FF_DEFAULTS),  # the week-9 network, BN and decoder settings (own lists)
@@ -70,6 +76,13 @@ DEFAULTS = {
     "balanced": True,
     "label_seed": None,
     "labeled_per_batch": 20,
+    # weight of the unlabeled rows' bound in the objective: 1 = the model; 0 = a control in
+    # which (m2) the classifier learns from the labeled cross-entropy alone
+    "unlabeled_weight": 1.0,
+    # p(x|y,z): "gaussian" (the week-9 decoder, variance model.decoder_variance, output
+    # model.output_activation) or "bernoulli" (Kingma et al.'s: a sigmoid output, the
+    # binary cross-entropy of the [0, 1] intensities; output_activation is then ignored)
+    "likelihood": "gaussian",
     # after training, measure with the package's classifier which class the samples of each
     # clamped label show (trains and caches that classifier once, ~3 min, when missing)
     "check_samples": True,
@@ -99,6 +112,8 @@ class SemiSupervisedVAE(VAEBase):
         cfg = {**DEFAULTS, **(config or {})}
         if cfg["variant"] not in VARIANTS:
             raise ValueError(f"unknown semi-supervised variant {cfg['variant']!r}; valid: {', '.join(VARIANTS)}")
+        if cfg["likelihood"] not in LIKELIHOODS:
+            raise ValueError(f"unknown likelihood {cfg['likelihood']!r}; valid: {', '.join(LIKELIHOODS)}")
         blog = cfg["variant"] == "blog"
         if cfg["classifier"] is None:
             cfg["classifier"] = [] if blog else list(cfg["encoder"])
@@ -135,7 +150,8 @@ class SemiSupervisedVAE(VAEBase):
         self.cls_out = block(n_c, K, "cls.out", 1)
         # decoder p(x|y,z) on [z, label]
         self.dec, n_d = mlp(cfg["code_size"] + K, cfg["decoder"], cfg["decoder_activations"], "dec")
-        self.out = (*block(n_d, n_x, "dec.out", 1), get_activation(cfg["output_activation"]))
+        act = pt.sigmoid if cfg["likelihood"] == "bernoulli" else get_activation(cfg["output_activation"])
+        self.out = (*block(n_d, n_x, "dec.out", 1), act)
 
     # ------------------------------------------------------------------ pieces
     def _flat(self, x):
@@ -170,14 +186,17 @@ class SemiSupervisedVAE(VAEBase):
             x = pt.concatenate([x, y], axis=1)
         return self.gaussian_heads(self._trunk(x, deterministic, collect), deterministic, collect)
 
-    def decode(self, z, y, deterministic: bool = False, collect: list | None = None):
-        """Images (N, 1, 28, 28) from the code ``z`` and the label ``y`` ((N, 10), one-hot or
-        probabilities) concatenated after it."""
+    def _decoder_preactivation(self, z, y, deterministic, collect):
         h = pt.concatenate([z, y], axis=1)
         for dense, bn, act in self.dec:
             h = act(bn(dense(h), deterministic, collect))
-        dense, bn, act = self.out
-        out = act(bn(dense(h), deterministic, collect))
+        dense, bn, _ = self.out
+        return bn(dense(h), deterministic, collect)
+
+    def decode(self, z, y, deterministic: bool = False, collect: list | None = None):
+        """Images (N, 1, 28, 28) from the code ``z`` and the label ``y`` ((N, 10), one-hot or
+        probabilities) concatenated after it (for the Bernoulli decoder: the pixel means)."""
+        out = self.out[2](self._decoder_preactivation(z, y, deterministic, collect))
         return out.reshape((out.shape[0], *self.input_shape))
 
     def alpha(self, n_train: int) -> float:
@@ -185,9 +204,15 @@ class SemiSupervisedVAE(VAEBase):
         return default_alpha(self.config, n_train)
 
     # ------------------------------------------------------------------ costs
-    def _gaussian_terms(self, x, out, mu, log_sigma):
-        v = self.config["decoder_variance"]
-        return costs.gaussian_nll(x, out, v), costs.gaussian_kl(mu, log_sigma)
+    def _decoder_terms(self, x, z, y, mu, log_sigma, deterministic, collect):
+        """``(image means, nll, KL)`` of the decoder on ``[z, y]`` against the images ``x``."""
+        a = self._decoder_preactivation(z, y, deterministic, collect)
+        if self.config["likelihood"] == "bernoulli":
+            nll = costs.bernoulli_nll(x, a)
+        else:
+            nll = costs.gaussian_nll(x, self.out[2](a), self.config["decoder_variance"])
+        out = self.out[2](a).reshape((a.shape[0], *self.input_shape))
+        return out, nll, costs.gaussian_kl(mu, log_sigma)
 
     def ssl_loss(self, x_l, y_l, x_u, eps, deterministic: bool = False, ce_weight: float = 1.0) -> dict:
         """Symbolic costs of a minibatch of labeled ``(x_l, y_l)`` (int labels) and unlabeled
@@ -197,7 +222,8 @@ class SemiSupervisedVAE(VAEBase):
         Returns per-example terms (labeled rows first): ``elbo`` (minus the cost: the bound,
         in nats; for blog the blogged objective), ``nll``, ``kl`` (for m2 unlabeled rows
         ``sum_y q KL_z + KL(q(y|x) || p(y))``), ``ce`` (labeled rows), the probabilities
-        ``q_y``, and ``loss`` = ``-sum(elbo) + ce_weight * sum(ce)``, plus ``bn_stats``.
+        ``q_y``, and ``loss`` = ``-sum(elbo_labeled) - unlabeled_weight * sum(elbo_unlabeled) +
+        ce_weight * sum(ce)``, plus ``bn_stats``.
         """
         collect: list = []
         xu = self._flat(x_u)
@@ -212,8 +238,7 @@ class SemiSupervisedVAE(VAEBase):
             q = pt.special.softmax(logits, axis=1)
             label = pt.concatenate([y1, q[n_l:]], axis=0) if y1 is not None else q
             z = self.sample_code(mu, ls, eps)
-            out = self.decode(z, label, deterministic, collect)
-            nll, kl = self._gaussian_terms(xs, out, mu, ls)
+            out, nll, kl = self._decoder_terms(xs, z, label, mu, ls, deterministic, collect)
             res = {"nll": nll, "kl": kl, "elbo": -(nll + kl), "mu": mu, "log_sigma": ls, "z": z, "y": out}
         else:
             logits = self.classify(xs, deterministic, collect)
@@ -234,8 +259,7 @@ class SemiSupervisedVAE(VAEBase):
                 X, Y, E = x_rep, y_rep, e_rep
             mu, ls = self.encode(X, Y, deterministic, collect)
             z = self.sample_code(mu, ls, E)
-            out = self.decode(z, Y, deterministic, collect)
-            nll_r, klz_r = self._gaussian_terms(X, out, mu, ls)
+            out, nll_r, klz_r = self._decoder_terms(X, z, Y, mu, ls, deterministic, collect)
             log_k = np.float32(np.log(K))
             # per class (columns) and unlabeled example (rows)
             nll_u = nll_r[n_l:].reshape((K, n_u)).T
@@ -252,9 +276,10 @@ class SemiSupervisedVAE(VAEBase):
             ce = -pt.sum(y1 * pt.special.log_softmax(logits[:n_l], axis=1), axis=1)
         else:
             ce = pt.zeros((0,), dtype=xs.dtype)
-        w = np.float32(ce_weight)
-        res.update(ce=ce, q_y=q, logits=logits, bn_stats=collect,
-                   loss=-pt.sum(res["elbo"]) + w * pt.sum(ce))
+        w, wu = np.float32(ce_weight), np.float32(self.config["unlabeled_weight"])
+        bound = (-pt.sum(res["elbo"][:n_l]) - wu * pt.sum(res["elbo"][n_l:])) if y1 is not None \
+            else -wu * pt.sum(res["elbo"])
+        res.update(ce=ce, q_y=q, logits=logits, bn_stats=collect, loss=bound + w * pt.sum(ce))
         return res
 
     def loss(self, x, eps, deterministic: bool = False) -> dict:

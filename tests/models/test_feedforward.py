@@ -13,21 +13,10 @@ import pytest
 from ift6266_vae import config, models
 from ift6266_vae.functions import ModelFunctions, image_input
 from ift6266_vae.layers import BatchNorm
+from helpers import TINY_NET as TINY, images
 
-TINY = {
-    "kind": "feedforward",
-    "encoder": [16, 8],
-    "encoder_activations": ["relu", "tanh"],
-    "code_size": 4,
-    "decoder": [8, 16],
-    "decoder_activations": ["linear", "relu"],
-}
 BATCH = 20
 OPTIM = {"name": "sgd_nesterov", "learning_rate": 0.01, "divide_lr_by_batch": True, "momentum": 0.9}
-
-
-def images(n, seed):
-    return np.random.default_rng(seed).uniform(0, 1, (n, 1, 28, 28)).astype("float32")
 
 
 def randomize_bn_state(model, seed):

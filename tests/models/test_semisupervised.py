@@ -17,22 +17,11 @@ from ift6266_vae import checkpoints, cli, models, semisupervised, train
 from ift6266_vae.layers import BatchNorm
 from ift6266_vae.semisupervised import SSLFunctions
 from ift6266_vae.utils import UserError
+from helpers import TINY_NET, images
 
-TINY = {
-    "kind": "semisupervised",
-    "encoder": [16, 8],
-    "encoder_activations": ["relu", "tanh"],
-    "code_size": 4,
-    "decoder": [8, 16],
-    "decoder_activations": ["linear", "relu"],
-    "check_samples": False,
-}
+TINY = {**TINY_NET, "kind": "semisupervised", "check_samples": False}
 CODE = 4
 VARIANCE = 0.5
-
-
-def images(n, seed):
-    return np.random.default_rng(seed).uniform(0, 1, (n, 1, 28, 28)).astype("float32")
 
 
 def noise(n, seed):
@@ -104,6 +93,41 @@ def test_m2_mixed_batch_matches_its_parts(m2):
     q = fns.predict_proba(x[:2])
     np.testing.assert_allclose(mixed["ce"], -np.log(q[[0, 1], y]), rtol=1e-4)
     np.testing.assert_allclose(mixed["loss"], -mixed["elbo"].sum() + 3.0 * mixed["ce"].sum(), rtol=1e-5)
+
+
+def test_unlabeled_weight_scales_only_the_unlabeled_bound():
+    """model.unlabeled_weight = 0 (the supervised-classifier control) leaves the labeled
+    bound and the cross-entropy in the objective and drops the unlabeled rows' bound."""
+    model = models.build({**TINY, "variant": "m2", "unlabeled_weight": 0.25}, seed=1)
+    fns = SSLFunctions(model, "c", ce_weight=3.0)
+    x, eps, y = images(5, 30), noise(5, 31), np.array([1, 4])
+    c = fns.ssl_costs(x[:2], y, x[2:], eps)
+    expected = -c["elbo"][:2].sum() - 0.25 * c["elbo"][2:].sum() + 3.0 * c["ce"].sum()
+    np.testing.assert_allclose(c["loss"], expected, rtol=1e-5)
+    assert abs(c["elbo"][2:].sum()) > 1.0  # the dropped part is not negligible
+
+
+def test_m2_with_a_bernoulli_decoder():
+    """likelihood "bernoulli": the nll is the binary cross-entropy of the intensities under
+    the decoded pixel means, and the M2 marginalisation identity still holds."""
+    model = models.build({**TINY, "variant": "m2", "likelihood": "bernoulli"}, seed=1)
+    randomize_bn_state(model, 2)
+    fns = SSLFunctions(model, "c")
+    x, eps, y = images(4, 32), noise(4, 33), np.array([0, 5, 9, 2])
+    c = fns.ssl_costs(x, y, no_images(), eps)
+    mu, ls = fns.encode(x, y)
+    p = fns.decode(mu + np.exp(ls) * eps, y).reshape(4, -1).astype(np.float64)
+    assert p.min() > 0 and p.max() < 1
+    xf = x.reshape(4, -1).astype(np.float64)
+    bce = -(xf * np.log(p) + (1 - xf) * np.log1p(-p)).sum(1)
+    np.testing.assert_allclose(c["nll"], bce, rtol=1e-4)
+    np.testing.assert_allclose(c["kl"], _kl(mu, ls) + np.log(10), rtol=1e-4)
+    elbo_u = fns.elbo(x, eps, deterministic=True)[0]
+    cost_l = np.stack([-fns.ssl_costs(x, np.full(4, k), no_images(), eps)["elbo"] for k in range(10)], axis=1)
+    q = fns.predict_proba(x).astype(np.float64)
+    np.testing.assert_allclose(-elbo_u, (q * cost_l).sum(1) + (q * np.log(q)).sum(1), rtol=1e-5)
+    with pytest.raises(ValueError, match="likelihood"):
+        models.build({**TINY, "likelihood": "poisson"})
 
 
 def _gaussian_nll(x, y):
@@ -256,6 +280,14 @@ def test_cli_samples_from_a_semisupervised_checkpoint(runs, tmp_path):
     out = tmp_path / "s.png"
     assert cli.main(["sample", "--checkpoint", str(wd / "checkpoint.h5"), "-n", "10", "--out", str(out)]) == 0
     assert out.stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_cli_evaluate_refuses_a_semisupervised_checkpoint_clearly(runs, tmp_path, caplog):
+    wd, _ = runs["blog"]
+    assert cli.main(["evaluate", "--checkpoint", str(wd / "checkpoint.h5"), "--out", str(tmp_path / "e.json")]) == 2
+    assert "semi-supervised" in caplog.text and "metrics.json" in caplog.text
+    assert not (tmp_path / "e.json").exists()
 
 
 def test_bad_semisupervised_configs_are_user_errors(embedded_data, tiny_config, tmp_path):
