@@ -82,6 +82,26 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, em
     assert all(np.isfinite(v).all() for v in _params(tmp_path / "checkpoint.h5").values())
 
 
+def test_first_step_time_is_kept_out_of_the_step_clock(tmp_path, monkeypatch, embedded_data, tiny_config):
+    """The first call (JIT compilation on Numba/JAX) is reported apart, not as training time."""
+    import time
+
+    calls = {"n": 0}
+    real = ModelFunctions.train_step
+
+    def slow_first(self, x, eps):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            time.sleep(2.0)  # stands in for a just-in-time compile
+        return real(self, x, eps)
+
+    monkeypatch.setattr(ModelFunctions, "train_step", slow_first)
+    metrics = train.train_and_evaluate(tiny_config(epochs=1), tmp_path)
+    assert metrics["first_step_s"] >= 2.0
+    assert metrics["train_step_s"] < 2.0  # the other 5 tiny steps: milliseconds if the sleep is left out
+    assert metrics["train_wall_s"] >= 2.0
+
+
 def test_batch_larger_than_data_is_a_clear_error(tmp_path, embedded_data, tiny_config):
     with pytest.raises(UserError, match="batch_size"):
         train.train_and_evaluate(tiny_config(batch_size=5000), tmp_path)
