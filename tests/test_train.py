@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import h5py
 import numpy as np
@@ -84,8 +85,6 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, em
 
 def test_first_step_time_is_kept_out_of_the_step_clock(tmp_path, monkeypatch, embedded_data, tiny_config):
     """The first call (JIT compilation on Numba/JAX) is reported apart, not as training time."""
-    import time
-
     calls = {"n": 0}
     real = ModelFunctions.train_step
 
