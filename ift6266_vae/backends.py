@@ -72,6 +72,8 @@ _MODES = {"c": "CVM", "numba": "NUMBA", "jax": "JAX"}
 #: first one installed is used. JAX (XLA) was fastest for both models on the CPU
 #: (feedforward: min 150 ms vs numba 417, c 494; conv: 440 vs c 701, numba 1424);
 #: without JAX, numba for the feedforward VAE and c for the conv VAE.
+#: That run was on a loaded machine; the quiet run of 2026-11-26 agrees on JAX (42 / 178 ms)
+#: but puts numba ahead of c for conv (276 vs 350 ms): the conv order awaits a second quiet run.
 AUTO_CPU = {"feedforward": ("jax", "numba", "c"), "conv": ("jax", "c", "numba")}
 #: kinds not measured (the classifier MLP, the semi-supervised models): numba, as before
 AUTO_CPU_DEFAULT = ("numba",)
