@@ -7,15 +7,9 @@ import logging
 import pytest
 
 from ift6266_vae import data
+from helpers import TINY_RUN_NET
 
-TINY_MODEL = {
-    "kind": "feedforward",
-    "encoder": [32, 16],
-    "encoder_activations": ["relu", "tanh"],
-    "code_size": 8,
-    "decoder": [16, 32],
-    "decoder_activations": ["linear", "relu"],
-}
+TINY_MODEL = TINY_RUN_NET
 
 
 def _tiny_config(**train) -> dict:

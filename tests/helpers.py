@@ -5,15 +5,23 @@ from __future__ import annotations
 
 import numpy as np
 
-#: A feedforward network small enough to compile and run in seconds (784-16-8, code 4).
-TINY_NET = {
-    "kind": "feedforward",
-    "encoder": [16, 8],
-    "encoder_activations": ["relu", "tanh"],
-    "code_size": 4,
-    "decoder": [8, 16],
-    "decoder_activations": ["linear", "relu"],
-}
+def tiny_net(width: int, code: int) -> dict:
+    """A feedforward network 784-(2 width)-width, code ``code``, width-(2 width) decoder,
+    with the week-9 activation pattern, small enough to compile and run in seconds."""
+    return {
+        "kind": "feedforward",
+        "encoder": [2 * width, width],
+        "encoder_activations": ["relu", "tanh"],
+        "code_size": code,
+        "decoder": [width, 2 * width],
+        "decoder_activations": ["linear", "relu"],
+    }
+
+
+#: for graph-level tests (784-16-8, code 4)
+TINY_NET = tiny_net(8, 4)
+#: for end-to-end runs and backend agreement (784-32-16, code 8)
+TINY_RUN_NET = tiny_net(16, 8)
 
 
 def images(n: int, seed: int) -> np.ndarray:

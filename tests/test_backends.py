@@ -50,6 +50,7 @@ from pytensor.compile.mode import Mode
 from ift6266_vae import backends, cli, models
 from ift6266_vae.functions import ModelFunctions
 from ift6266_vae.utils import UserError
+from helpers import TINY_RUN_NET
 
 #: The reference evaluations (float64 values, the JAX train step's reference): PyTensor's
 #: Python linker, numpy ``perform`` of every op, nothing to compile (seconds, not minutes).
@@ -57,8 +58,7 @@ PY_MODE = Mode(linker="py", optimizer="fast_compile")
 RTOL_LOSS = 1e-4
 RTOL_GRAD = 3e-4
 INSTALLED = ["c", "numba"] + (["jax"] if backends.jax_available() else [])
-TINY_MODEL = {"kind": "feedforward", "encoder": [32, 16], "encoder_activations": ["relu", "tanh"], "code_size": 8,
-              "decoder": [16, 32], "decoder_activations": ["linear", "relu"]}
+TINY_MODEL = TINY_RUN_NET
 TINY_CONV = {"kind": "conv", "channels": [4, 8], "dense": 16, "code_size": 4}
 MODELS = {"feedforward": (TINY_MODEL, 6), "conv": (TINY_CONV, 4)}
 

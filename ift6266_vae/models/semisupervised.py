@@ -207,12 +207,12 @@ class SemiSupervisedVAE(VAEBase):
     def _decoder_terms(self, x, z, y, mu, log_sigma, deterministic, collect):
         """``(image means, nll, KL)`` of the decoder on ``[z, y]`` against the images ``x``."""
         a = self._decoder_preactivation(z, y, deterministic, collect)
+        mean = self.out[2](a)
         if self.config["likelihood"] == "bernoulli":
-            nll = costs.bernoulli_nll(x, a)
+            nll = costs.bernoulli_nll(x, a)  # from the logits: stable where sigmoid saturates
         else:
-            nll = costs.gaussian_nll(x, self.out[2](a), self.config["decoder_variance"])
-        out = self.out[2](a).reshape((a.shape[0], *self.input_shape))
-        return out, nll, costs.gaussian_kl(mu, log_sigma)
+            nll = costs.gaussian_nll(x, mean, self.config["decoder_variance"])
+        return mean.reshape((a.shape[0], *self.input_shape)), nll, costs.gaussian_kl(mu, log_sigma)
 
     def ssl_loss(self, x_l, y_l, x_u, eps, deterministic: bool = False, ce_weight: float = 1.0) -> dict:
         """Symbolic costs of a minibatch of labeled ``(x_l, y_l)`` (int labels) and unlabeled
