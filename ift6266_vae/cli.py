@@ -8,9 +8,19 @@ import logging
 import sys
 from pathlib import Path
 
-from .utils import UserError, setup_logging
+from .errors import UserError
 
 log = logging.getLogger("ift6266_vae")
+
+
+def setup_logging(level: int | str = logging.INFO) -> None:
+    """Configure the root logger for command-line use (library code never prints)."""
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    logging.getLogger("pytensor").setLevel(logging.WARNING)
 
 
 def _cmd_data(args):
@@ -27,10 +37,11 @@ def _cmd_data(args):
 
 
 def _cmd_train(args):
-    from . import config, train
+    from . import config
+    from .training.loop import train_and_evaluate
 
     cfg = config.load(args.config)
-    if (args.labels is not None or args.variant is not None) and cfg["model"]["kind"] != "semisupervised":
+    if (args.labels is not None or args.variant is not None) and not {"labels", "variant"} <= set(cfg["model"]):
         raise UserError(f"--labels and --variant apply to semi-supervised configs (e.g. week10), not to "
                         f"{args.config!r} (model kind {cfg['model']['kind']!r})")
     cfg = config.apply_overrides(cfg, {
@@ -45,7 +56,7 @@ def _cmd_train(args):
     if args.no_time_budget:
         cfg["train"]["time_budget_minutes"] = None
     workdir = Path(args.workdir or f"runs/{cfg['name']}")
-    metrics = train.train_and_evaluate(cfg, workdir, resume=args.resume)
+    metrics = train_and_evaluate(cfg, workdir, resume=args.resume)
     log.info("test ELBO %.2f ± %.2f nats/example (BN: %s); results in %s",
              metrics["test"]["elbo"], metrics["test"]["elbo_se"], metrics["bn_used"], workdir)
     if "test_error" in metrics:
@@ -55,36 +66,28 @@ def _cmd_train(args):
 def _cmd_sample(args):
     import numpy as np
 
-    from . import checkpoints, models, plots
-    from .functions import ModelFunctions
+    from . import models, plots
 
-    meta = checkpoints.read_meta(args.checkpoint)
-    cfg = meta["config"]
-    model = models.build(cfg["model"], seed=cfg["seed"])
-    checkpoints.load_into(args.checkpoint, model)
-    functions = ModelFunctions
-    if cfg["model"]["kind"] == "semisupervised":  # its decoder needs a label: uniform random classes
-        from .semisupervised import SSLFunctions as functions
-    fns = functions(model, args.backend or cfg["train"]["backend"])
-    imgs = fns.sample(args.n, np.random.default_rng(args.seed))
+    fns = models.load(args.checkpoint, args.backend)
+    imgs = fns.sample(args.n, np.random.default_rng(args.seed))  # semi-supervised: uniform random labels
     out = Path(args.out or Path(args.checkpoint).parent / "figures" / f"samples_seed{args.seed}.png")
-    plots.image_grid(imgs, out, f"{args.n} samples (seed {args.seed})", 10)
+    plots.save(plots.image_grid(imgs, f"{args.n} samples (seed {args.seed})", 10), out)
     log.info("wrote %s", out)
 
 
 def _cmd_evaluate(args):
-    from . import evaluate
+    from .evaluation.checkpoint import evaluate
 
     if args.iwae_k is not None and args.iwae_k <= 0:
         raise UserError(f"--iwae-k must be a positive number of samples, got {args.iwae_k}")
-    res = evaluate.evaluate_checkpoint(args.checkpoint, iwae_k=args.iwae_k or 1000, fid_samples=args.fid_samples,
+    res = evaluate(args.checkpoint, iwae_k=args.iwae_k or 1000, fid_samples=args.fid_samples,
                                        out=args.out, backend=args.backend, data_name=args.data,
                                        iwae_examples=args.iwae_examples)
     sys.stdout.write(json.dumps(res, indent=2, default=str) + "\n")
 
 
 def _cmd_study(args):
-    from . import study
+    from .experiments import week11 as study
 
     overrides = {"train.backend": args.backend, "data.max_train_examples": args.max_train_examples,
                  "train.batch_size": args.batch_size}
@@ -95,40 +98,24 @@ def _cmd_study(args):
 
 
 def _cmd_week10_table(args):
-    from . import semisupervised
+    from .experiments import week10
 
-    table = semisupervised.run_table(args.workdir, labels=args.labels, seeds=args.seeds, variants=args.variants,
+    table = week10.run_table(args.workdir, labels=args.labels, seeds=args.seeds, variants=args.variants,
                                      base_config=args.config, reuse=args.reuse,
                                      overrides={"train.time_budget_minutes": args.budget,
                                                 "train.backend": args.backend, "data.name": args.data})
-    sys.stdout.write(semisupervised.table_markdown(table))
+    sys.stdout.write(week10.table_markdown(table))
 
 
 def _cmd_profile(args):
-    from . import backends, config, profiling
-    from .models.conv import CONSTRUCTIONS
+    from .experiments import conv_ablation
 
-    cfg = config.load(args.config)
-    if cfg["model"]["kind"] != "conv":
-        raise UserError(f"profile compares conv graph constructions: --config must be a conv config "
-                        f"(e.g. conv), got {args.config!r} of kind {cfg['model']['kind']!r}")
-    for linker in args.linker:
-        if linker not in backends.BACKENDS or linker == "auto":
-            raise UserError(f"unknown linker {linker!r}; valid: c, numba, jax")
-    rows = profiling.ABLATION
-    if args.construction:
-        if args.construction not in CONSTRUCTIONS:
-            raise UserError(f"unknown construction {args.construction!r}; valid: {', '.join(CONSTRUCTIONS)}")
-        rows = {f"{args.construction} constructions": {**CONSTRUCTIONS[args.construction],
-                                                      "fast_sums": args.construction != "2015"}}
-    res = profiling.ablation(conv_batch=cfg["train"]["batch_size"], rows=rows, linkers=tuple(args.linker),
-                             conv_cfg=cfg, n_calls=args.calls)
-    path = profiling.write_report(res, args.out)
+    path = conv_ablation.run(args.config, args.construction, args.linker, args.calls, args.out)
     log.info("wrote %s", path)
 
 
 def _cmd_report(args):
-    from . import report
+    from .experiments import report
 
     res = report.write_report(args.runs, args.benchmarks, args.out)
     log.info("wrote %s and %s (%d missing runs listed with their commands)", res["markdown"], res["html"],
@@ -222,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _check_backends(args) -> None:
     """Fail early, in one line, on a backend that cannot run here (e.g. ``jax`` without
     JAX: the message gives the install command), before any data or model is loaded."""
-    from . import backends
+    from .graph import backends
 
     if getattr(args, "backend", None):
         backends.resolve(args.backend)

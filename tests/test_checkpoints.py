@@ -13,8 +13,10 @@ import numpy as np
 import pytensor.tensor as pt
 import pytest
 
-from ift6266_vae import checkpoints, models, optim
-from ift6266_vae.utils import UserError, sha256_file
+from ift6266_vae import checkpoints, models
+from ift6266_vae.nn import optim
+from ift6266_vae.errors import UserError
+from ift6266_vae.io import sha256_file
 from helpers import TINY_NET as TINY
 
 CONFIG = {"name": "tiny", "model": TINY, "seed": 7}

@@ -7,9 +7,10 @@ import json
 
 import pytest
 
-from ift6266_vae import config, models, optim
+from ift6266_vae import config, models
+from ift6266_vae.nn import optim
 from ift6266_vae.models.feedforward import DEFAULTS as FF_DEFAULTS
-from ift6266_vae.utils import UserError
+from ift6266_vae.errors import UserError
 from helpers import TINY_NET as TINY
 
 
@@ -167,7 +168,7 @@ def test_unknown_model_kind_lists_valid():
     with pytest.raises(UserError, match="model.kind") as e:
         config.resolve({"model": {"kind": "no_such_kind"}})
     assert "no_such_kind" in str(e.value)
-    for kind in models.MODELS:
+    for kind in models.KINDS:
         assert kind in str(e.value)
 
 
@@ -209,7 +210,7 @@ def test_resolved_optim_section_builds_a_train_step_for_every_optimizer(name):
     takes no ``momentum``, so a config with ``optim.name = "sgd"`` validates and then
     training fails with ``TypeError: sgd() got an unexpected keyword argument 'momentum'``.
     """
-    from ift6266_vae.functions import ModelFunctions
+    from ift6266_vae.models.compiled import ModelFunctions
 
     cfg = config.resolve({"model": TINY, "optim": {"name": name}})
     extra = {k: v for k, v in cfg["optim"].items() if k not in ("name", "learning_rate", "divide_lr_by_batch")}
@@ -256,7 +257,7 @@ def test_apply_overrides_can_switch_optimizer_or_model_kind(week9, key, value):
     if key == "optim.name":
         assert c["optim"] == config.load("week9-sgd")["optim"]
     else:
-        assert c["model"] == models.MODELS[value].DEFAULTS
+        assert c["model"] == models.KINDS[value].model.DEFAULTS
 
 
 @pytest.mark.parametrize("name", ["conv", "week10"])

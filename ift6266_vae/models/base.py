@@ -11,7 +11,7 @@ A model is a plain object that owns layers and builds symbolic graphs. Its API:
 * ``signature()``: architecture description stored in checkpoints and compared on load.
 
 Compiled (numeric) counterparts ``sample``, ``reconstruct``, ``encode``, ``decode`` live in
-:class:`ift6266_vae.functions.ModelFunctions`, which compiles them once per backend.
+:class:`ift6266_vae.models.compiled.ModelFunctions`, which compiles them once per backend.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from __future__ import annotations
 import numpy as np
 import pytensor.tensor as pt
 
-from .. import costs
-from ..layers import LayerContainer
+from ..nn import costs
+from ..nn.layers import LayerContainer
 
 
 class VAEBase(LayerContainer):

@@ -11,7 +11,7 @@ Graph constructions (same values, different graphs; the profiling report compare
 
 * ``conv_construction``: ``"fast"`` (default here: im2col + one GEMM; a decoder conv after
   zero-insertion upsampling is computed on the small grid by the sub-pixel decomposition
-  of :func:`ift6266_vae.ops.upsample_conv2d`), ``"im2col"`` (the same without the
+  of :func:`ift6266_vae.graph.conv.upsample_conv2d`), ``"im2col"`` (the same without the
   sub-pixel fusion: upsample, then convolve the 2x grid) or ``"2015"`` ('full' conv then
   crop, on the 2x grid);
 * ``upsample``: ``"zeros"`` (default here; zero insertion), ``"perforated_2015"`` (a dense
@@ -27,7 +27,8 @@ from __future__ import annotations
 import numpy as np
 import pytensor.tensor as pt
 
-from ..layers import BatchNorm, Conv2D, Dense, get_activation
+from ..graph import conv as graph_conv
+from ..nn.layers import BatchNorm, Conv2D, Dense, get_activation
 from .base import VAEBase
 
 DEFAULTS = {
@@ -59,12 +60,10 @@ class ConvVAE(VAEBase):
     DEFAULTS = DEFAULTS
 
     def __init__(self, config: dict | None = None, seed: int = 0):
-        from .. import ops
-
         cfg = {**DEFAULTS, **(config or {})}
         super().__init__(cfg)
-        if cfg["upsample"] not in ops.UPSAMPLE_METHODS:
-            raise ValueError(f"unknown upsample method {cfg['upsample']!r}; valid: {ops.UPSAMPLE_METHODS}")
+        if cfg["upsample"] not in graph_conv.UPSAMPLE_METHODS:
+            raise ValueError(f"unknown upsample method {cfg['upsample']!r}; valid: {graph_conv.UPSAMPLE_METHODS}")
         rng = np.random.default_rng(seed)
         c1, c2 = cfg["channels"]
         k, r, form, alpha = cfg["kernel"], cfg["init_range"], cfg["bn_formula"], cfg["bn_alpha"]
@@ -89,13 +88,12 @@ class ConvVAE(VAEBase):
         self.dec_dense = (dense(cfg["code_size"], flat, "dec.dense1"), bn(flat, "dec.bn1", (0,)))
         self.dec_convs = [(conv(c2, c1, "dec.conv2"), bn(c1, "dec.bn2", (0, 2, 3)), get_activation("relu")),
                           (conv(c1, 1, "dec.conv3"), bn(1, "dec.bn3", (0, 2, 3)), get_activation("hard_tanh"))]
-        self._ops = ops
 
     def encode(self, x, deterministic: bool = False, collect: list | None = None):
         relu = get_activation("relu")
         h = x
         for conv, bn in self.enc_convs:
-            h = self._ops.max_pool_2x2(relu(bn(conv(h), deterministic, collect)))
+            h = graph_conv.max_pool_2x2(relu(bn(conv(h), deterministic, collect)))
         h = h.flatten(2)
         d, b = self.enc_dense
         h = pt.tanh(b(d(h), deterministic, collect))

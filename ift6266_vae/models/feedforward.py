@@ -11,9 +11,8 @@ uniform in [-0.1, 0.1]; ReLU is ``x * (x > 1e-6)``.
 from __future__ import annotations
 
 import numpy as np
-import pytensor.tensor as pt
 
-from ..layers import BatchNorm, Dense, get_activation
+from ..nn.layers import BatchNorm, Dense, get_activation
 from .base import VAEBase
 
 DEFAULTS = {

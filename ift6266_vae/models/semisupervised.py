@@ -52,8 +52,8 @@ import copy
 import numpy as np
 import pytensor.tensor as pt
 
-from .. import costs
-from ..layers import BatchNorm, Dense, get_activation
+from ..nn import costs
+from ..nn.layers import BatchNorm, Dense, get_activation
 from .base import VAEBase
 from .feedforward import DEFAULTS as FF_DEFAULTS
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ift6266_vae import config, models
-from ift6266_vae.functions import ModelFunctions
+from ift6266_vae.models.compiled import ModelFunctions
 
 TINY_CONV = {"kind": "conv", "channels": [4, 8], "dense": 16, "code_size": 4}
 
@@ -67,7 +67,7 @@ def test_2015_constructions_give_the_same_values(fast, data, deterministic):
 
 
 def test_one_epoch_on_tiny_data(tmp_path, embedded_data):
-    from ift6266_vae import train
+    from ift6266_vae.training.loop import train_and_evaluate
 
     cfg = config.resolve({
         "name": "tiny-conv", "seed": 1,
@@ -77,7 +77,7 @@ def test_one_epoch_on_tiny_data(tmp_path, embedded_data):
         "train": {"batch_size": 32, "epochs": 2, "backend": "c", "eval_batch_size": 128,
                   "checkpoint_every": 1, "progress": False},
     })
-    metrics = train.train_and_evaluate(cfg, tmp_path)
+    metrics = train_and_evaluate(cfg, tmp_path)
     assert (tmp_path / "figures" / "samples.png").exists()
     assert np.isfinite(metrics["test"]["elbo"])
     from ift6266_vae.checkpoints import read_meta

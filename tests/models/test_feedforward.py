@@ -11,8 +11,8 @@ import pytensor.tensor as pt
 import pytest
 
 from ift6266_vae import config, models
-from ift6266_vae.functions import ModelFunctions, image_input
-from ift6266_vae.layers import BatchNorm
+from ift6266_vae.models.compiled import ModelFunctions, image_input
+from ift6266_vae.nn.layers import BatchNorm
 from helpers import TINY_NET as TINY, images
 
 BATCH = 20

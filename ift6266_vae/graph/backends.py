@@ -1,0 +1,142 @@
+"""One place that turns a backend name into a PyTensor compile mode.
+
+==========  ============================================================================
+name        PyTensor mode
+==========  ============================================================================
+``c``       ``CVM``: the C/VM linker. Compiles fastest for small graphs and is the only
+            linker with per-op profiling (``profile=True``).
+``numba``   ``NUMBA``: PyTensor's default linker since 3.0.
+``jax``     ``JAX``: needs the ``jax`` extra (``pip install -e '.[jax]'``). Functions are
+            compiled per input-shape signature (:mod:`ift6266_vae.graph.jax_backend`).
+``auto``    JAX when it is installed and sees a GPU; otherwise the CPU backend measured
+            fastest for the model kind (:data:`AUTO_CPU`): JAX (on the CPU) when it is
+            installed, for both VAEs; else ``numba`` for the feedforward VAE, ``c`` for
+            the conv VAE; ``numba`` for kinds not measured. See the README's benchmark table
+            for the measurements behind the choice.
+==========  ============================================================================
+
+Asking for an unknown backend, or for ``jax`` without JAX installed, raises a
+:class:`~ift6266_vae.errors.UserError` (one line, with the install command).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+
+import pytensor
+
+from pytensor.compile.mode import get_mode
+
+from ..errors import UserError
+
+log = logging.getLogger(__name__)
+
+_BLAS_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib", "/usr/local/lib")
+
+
+def configure_blas() -> str:
+    """Give the C linker a BLAS when PyTensor found none.
+
+    PyTensor's own detection wants ``libblas`` + ``libcblas`` or MKL; with Debian's
+    OpenBLAS (``libopenblas-dev``, installed by ``make setup``) it finds neither and
+    the C/VM linker's GEMMs fall back to slow code. We point it at ``-lopenblas``.
+    A user's own ``blas__ldflags`` (PYTENSOR_FLAGS) is never overridden. Called when
+    the ``c`` backend is first used, not at import.
+    """
+    import os
+    import warnings
+
+    with warnings.catch_warnings():  # PyTensor warns on first access when it found no BLAS
+        warnings.simplefilter("ignore")
+        current = pytensor.config.blas__ldflags
+    if current:
+        return current
+    for d in _BLAS_DIRS:
+        if os.path.exists(os.path.join(d, "libopenblas.so")):
+            pytensor.config.blas__ldflags = f"-L{d} -lopenblas"
+            log.debug("C linker BLAS: %s", pytensor.config.blas__ldflags)
+            break
+    else:
+        log.warning("no BLAS for PyTensor's C linker: install libopenblas-dev (make setup does) "
+                    "or the 'c' backend will be slow")
+    return pytensor.config.blas__ldflags
+
+
+BACKENDS = ("c", "numba", "jax", "auto")
+_MODES = {"c": "CVM", "numba": "NUMBA", "jax": "JAX"}
+
+#: ``auto`` on a machine without a GPU: the CPU backends in the order measured for a model
+#: kind (train step, 2 threads, ``make bench``; ``docs/results.md``); the first one
+#: installed is used.
+AUTO_CPU = {"feedforward": ("jax", "numba", "c"), "conv": ("jax", "c", "numba")}
+#: kinds not measured (the classifier MLP, the semi-supervised models): numba, as before
+AUTO_CPU_DEFAULT = ("numba",)
+
+
+def jax_available() -> bool:
+    return importlib.util.find_spec("jax") is not None
+
+
+def jax_has_gpu() -> bool:
+    if not jax_available():
+        return False
+    try:
+        import jax
+
+        return any(d.platform == "gpu" for d in jax.devices())
+    except Exception:  # no GPU runtime: that is the answer, not an error
+        return False
+
+
+def _jax_missing() -> UserError:
+    return UserError("backend 'jax' needs JAX, which is not installed: run "
+                     "`.venv/bin/pip install -e '.[jax]'` (CPU; for a GPU see the JAX install guide)")
+
+
+def resolve(name: str, kind: str | None = None) -> str:
+    """Validate ``name`` and resolve ``auto``; returns one of ``c``, ``numba``, ``jax``.
+
+    ``kind`` is the model kind (``"feedforward"``, ``"conv"``, ...): ``auto`` without a GPU
+    picks the first installed backend of :data:`AUTO_CPU` [kind].
+    """
+    if not isinstance(name, str) or name not in BACKENDS:
+        raise UserError(f"unknown backend {name!r}; valid: {', '.join(BACKENDS)}")
+    if name == "auto":
+        if jax_has_gpu():
+            return "jax"
+        return next(b for b in AUTO_CPU.get(kind, AUTO_CPU_DEFAULT) if b != "jax" or jax_available())
+    if name == "jax" and not jax_available():
+        raise _jax_missing()
+    return name
+
+
+def get_compile_mode(name: str, kind: str | None = None):
+    """The PyTensor ``Mode`` for backend ``name`` (``auto`` resolved for model ``kind``)."""
+    resolved = resolve(name, kind)
+    if resolved == "jax":
+        from . import jax_backend
+
+        jax_backend.register_fixes()
+    mode = get_mode(_MODES[resolved])
+    if resolved == "c":  # numpy sums instead of PyTensor's slow C reductions (rewrites.py)
+        from . import rewrites
+
+        configure_blas()
+        mode = mode.including(rewrites.register())
+    return mode
+
+
+def function(inputs, outputs, backend: str = "auto", kind: str | None = None, **kwargs):
+    """``pytensor.function`` compiled for ``backend`` (the package's only compile entry point).
+
+    On ``jax`` this returns a :class:`~ift6266_vae.graph.jax_backend.ShapeSpecializedFunction`:
+    the same call signature, compiled per input-shape signature on first call (JAX needs
+    static shapes), returning numpy arrays.
+    """
+    mode = get_compile_mode(backend, kind)
+    if resolve(backend, kind) == "jax":
+        from . import jax_backend
+
+        return jax_backend.ShapeSpecializedFunction(inputs, outputs, mode, **kwargs)
+    return pytensor.function(inputs, outputs, mode=mode, **kwargs)
