@@ -46,12 +46,17 @@ $(DATA_STAMP): $(STAMP)
 
 data: $(DATA_STAMP)
 
+# On every core (pytest-xdist), module by module (--dist loadscope), so a module's compiled
+# fixtures are built once; the four notebooks are four units (one class each); the longest
+# modules first (tests/conftest.py orders them).
+PYTEST_WORKERS ?= auto
+PYTEST_XDIST = -n $(PYTEST_WORKERS) --dist loadscope --no-loadscope-reorder
 test: $(STAMP) $(DATA_STAMP)
-	$(BIN)/python -m pytest -q -ra
+	$(BIN)/python -m pytest -q -ra $(PYTEST_XDIST)
 
 # The suite as a newcomer first runs it: empty private compile caches, the slowest tests listed.
 test-cold: $(STAMP) $(DATA_STAMP)
-	tests/cold_run.sh
+	tests/cold_run.sh $(PYTEST_XDIST)
 
 week9: $(STAMP) $(DATA_STAMP)
 	$(CLI) train --config week9 --workdir runs/week9

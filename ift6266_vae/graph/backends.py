@@ -10,9 +10,8 @@ name        PyTensor mode
             compiled per input-shape signature (:mod:`ift6266_vae.graph.jax_backend`).
 ``auto``    JAX when it is installed and sees a GPU; otherwise the CPU backend measured
             fastest for the model kind (:data:`AUTO_CPU`): JAX (on the CPU) when it is
-            installed, for both VAEs; else ``numba`` for the feedforward VAE, ``c`` for
-            the conv VAE; ``numba`` for kinds not measured. See the README's benchmark table
-            for the measurements behind the choice.
+            installed; else ``numba`` for the feedforward VAE and the other MLPs, ``c`` for
+            the conv VAE. ``docs/results.md`` has the measurements behind the choice.
 ==========  ============================================================================
 
 Asking for an unknown backend, or for ``jax`` without JAX installed, raises a
@@ -70,8 +69,9 @@ _MODES = {"c": "CVM", "numba": "NUMBA", "jax": "JAX"}
 #: kind (train step, 2 threads, ``make bench``; ``docs/results.md``); the first one
 #: installed is used.
 AUTO_CPU = {"feedforward": ("jax", "numba", "c"), "conv": ("jax", "c", "numba")}
-#: kinds not measured (the classifier MLP, the semi-supervised models): numba, as before
-AUTO_CPU_DEFAULT = ("numba",)
+#: kinds not measured alone (the classifier MLP, the semi-supervised models): MLPs like the
+#: feedforward VAE, so JAX when installed, else numba
+AUTO_CPU_DEFAULT = ("jax", "numba")
 
 
 def jax_available() -> bool:

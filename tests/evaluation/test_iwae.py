@@ -13,6 +13,7 @@ from ift6266_vae.evaluation.iwae import iwae_bound
 from ift6266_vae.models.base import VAEBase
 from ift6266_vae.models.compiled import ModelFunctions
 from ift6266_vae.nn.layers import FLOATX
+from helpers import BACKEND
 
 D_X = 28 * 28
 
@@ -68,7 +69,7 @@ class LinearGaussianVAE(VAEBase):
 def toy():
     model = LinearGaussianVAE()
     x = model.sample_x(50)
-    fns = ModelFunctions(model, "c")
+    fns = ModelFunctions(model, BACKEND)
     return model, fns, x, model.log_px(x)
 
 
@@ -133,6 +134,6 @@ def test_iwae_at_least_elbo_on_a_feedforward_model(tiny_config, embedded_data):
     cfg = tiny_config()
     model = models.build(cfg["model"], seed=0)
     x = data.load(embedded_data, "test")[0][:40]
-    r = iwae_bound(model, x, 30, batch_size=16, backend="c", per_example=True)
+    r = iwae_bound(model, x, 30, batch_size=16, backend=BACKEND, per_example=True)
     assert np.isfinite(r["iwae"]) and r["iwae"] >= r["elbo"]
     assert 1.0 <= r["ess_mean"] <= 30.0

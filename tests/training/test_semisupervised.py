@@ -11,7 +11,7 @@ import pytest
 from ift6266_vae import checkpoints, cli, models
 from ift6266_vae.errors import UserError
 from ift6266_vae.training.loop import train_and_evaluate
-from helpers import TINY_NET
+from helpers import TINY_NET, tiny_run
 
 TINY = {**TINY_NET, "kind": "semisupervised", "check_samples": False}
 
@@ -23,13 +23,10 @@ def tiny_ssl_config(tiny_config, variant, model=None):
     return cfg
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory, embedded_data, tiny_config):
-    out = {}
-    for variant in ("blog", "m2"):
-        wd = tmp_path_factory.mktemp(variant)
-        out[variant] = (wd, train_and_evaluate(tiny_ssl_config(tiny_config, variant), wd))
-    return out
+@pytest.fixture(scope="session")
+def runs(shared_dir, embedded_data, tiny_config):
+    """``{variant: (workdir, metrics)}`` of tiny 2-epoch runs, trained once per test run."""
+    return {v: tiny_run(shared_dir, f"ssl_{v}", tiny_ssl_config(tiny_config, v)) for v in ("blog", "m2")}
 
 
 @pytest.mark.slow
