@@ -11,9 +11,10 @@ Layout::
     attrs: format, config (JSON), signature (JSON), epoch, rng_state (JSON),
            history (JSON), dataset
 
-Writes are atomic (temp file + rename) and refuse non-finite values, so a good
-checkpoint is never replaced by a bad one. Loading checks the architecture signature
-and every array's shape and dtype before touching the model.
+Writes are atomic (the file is built in memory, then temp file + rename) and refuse
+non-finite values, so a good checkpoint is never replaced by a bad or half-written one, even
+on a full disk. Loading checks the architecture signature and every array's shape, dtype
+and finiteness before touching the model.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import h5py
 import numpy as np
 
 from .errors import UserError
-from .io import atomic_path
+from .io import write_hdf5
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,8 @@ BN_SOURCES = ("auto", "running", "population")
 
 def save(path, model, optimizer_state=(), *, config: dict, epoch: int,
          rng_state: dict | None = None, history: list | None = None, dataset: str = "",
-         bn_population: dict | None = None) -> Path:
+         bn_population: dict | None = None, attrs: dict | None = None) -> Path:
+    """Write ``model`` (and the optimizer slots) to ``path``; ``attrs``: extra file attributes."""
     groups = {
         "params": model.params,
         "bn_state": model.bn_state,
@@ -50,19 +52,27 @@ def save(path, model, optimizer_state=(), *, config: dict, epoch: int,
             if not np.all(np.isfinite(a)):
                 raise FloatingPointError(f"refusing to checkpoint non-finite values in {g}/{name}; the previous checkpoint is kept")
     path = Path(path)
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["format"] = FORMAT
-            f.attrs["config"] = json.dumps(config)
-            f.attrs["signature"] = json.dumps(model.signature())
-            f.attrs["epoch"] = int(epoch)
-            f.attrs["rng_state"] = json.dumps(rng_state or {})
-            f.attrs["history"] = json.dumps(history or [])
-            f.attrs["dataset"] = dataset
-            for g, named in arrays.items():
-                grp = f.create_group(g)
-                for name, a in named.items():
-                    grp.create_dataset(name, data=a)
+
+    def fill(f):
+        f.attrs["format"] = FORMAT
+        f.attrs["config"] = json.dumps(config)
+        f.attrs["signature"] = json.dumps(model.signature())
+        f.attrs["epoch"] = int(epoch)
+        f.attrs["rng_state"] = json.dumps(rng_state or {})
+        f.attrs["history"] = json.dumps(history or [])
+        f.attrs["dataset"] = dataset
+        for k, v in (attrs or {}).items():
+            f.attrs[k] = v
+        for g, named in arrays.items():
+            grp = f.create_group(g)
+            for name, a in named.items():
+                grp.create_dataset(name, data=a)
+
+    try:
+        write_hdf5(path, fill)
+    except OSError as e:
+        raise UserError(f"could not write {path} ({e.strerror or e}); the previous file is kept: free disk "
+                        "space (or fix the folder's permissions) and continue with --resume") from None
     return path
 
 

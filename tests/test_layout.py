@@ -14,17 +14,18 @@ import pytest
 PKG = Path(__file__).resolve().parents[1] / "ift6266_vae"
 
 #: layer of a module -> the layers it may import (its own always allowed)
-BOTTOM = {"errors", "io"}
+BOTTOM = {"errors", "io", "rules"}
 ALLOWED = {
     "errors": set(),
-    "io": set(),
+    "io": {"errors"},
+    "rules": {"errors"},
     "checkpoints": BOTTOM,
     "plots": BOTTOM,
     "data": BOTTOM,
     "graph": BOTTOM,
     "nn": BOTTOM | {"graph"},
     "models": BOTTOM | {"checkpoints", "nn", "graph"},
-    "config": BOTTOM | {"models", "nn"},
+    "config": BOTTOM | {"data", "graph", "models", "nn"},
     "profiling": BOTTOM | {"models", "nn", "graph"},
     "evaluation": BOTTOM | {"checkpoints", "plots", "data", "nn", "graph", "models"},
     "training": BOTTOM | {"checkpoints", "plots", "data", "nn", "graph", "models", "evaluation", "config"},

@@ -69,6 +69,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
+from ..io import locked_dir
 from . import fashion, mnist, npm
 from .cache import IMAGE_SHAPE, N_CLASSES, SPLITS, read_cache, sizes_text, write_cache
 from .splits import labeled_subset, stratified_split
@@ -158,26 +159,28 @@ def load(name: str, split: str, data_dir=None) -> tuple[np.ndarray, np.ndarray]:
     return images.reshape(-1, 1, *IMAGE_SHAPE), labels_u8.astype(np.int64)
 
 
-def prepare(name: str, data_dir=None, force: bool = False) -> Path:
+def prepare(name: str, data_dir=None, force: bool = False, allow_unverified: bool = False) -> Path:
     """Convert data set ``name`` into its HDF5 cache (once) and return the cache path.
 
-    ``mnist-npm`` runs ``npm pack`` when its tarball is not in ``<data_dir>/raw`` yet. An
-    existing valid cache is kept unless ``force``; an unreadable one is rebuilt. The cache
-    is written atomically: a failure leaves any previous cache untouched.
+    ``mnist-npm`` runs ``npm pack`` when its tarball is not in ``<data_dir>/raw`` yet; a
+    tarball whose sha256 is not the published one is refused unless ``allow_unverified``.
+    An existing valid cache is kept unless ``force``; an unreadable one is rebuilt. One
+    writer at a time per data folder (a lock; the temporary files of a writer that died are
+    removed); the cache is written atomically: a failure, a full disk included, leaves any
+    previous cache untouched and no temporary file.
     """
     name = resolve_name(name, data_dir)
     d = _data_dir(data_dir)
     path = d / f"{name}.h5"
-    if path.exists() and not force:
-        try:
-            read_cache(path, name, splits=SPLITS)  # reads everything: checksums, labels
-            log.info("%s: cache %s is up to date", name, path)
-            return path
-        except UserError as err:
-            log.warning("rebuilding unreadable cache: %s", err)
-    built = BUILDERS[name](d, fetch=True)
-    write_cache(path, name, built, _SOURCE_TEXT[name])
-    log.info("%s: wrote %s (%s)", name, path, sizes_text(built.splits))
+    with locked_dir(d, "the data folder", clean=("", "raw")):
+        if path.exists() and not force:
+            try:
+                read_cache(path, name, splits=SPLITS)  # reads everything: checksums, labels
+                log.info("%s: cache %s is up to date", name, path)
+                return path
+            except UserError as err:
+                log.warning("rebuilding unreadable cache: %s", err)
+        _write(name, d, BUILDERS[name](d, fetch=True, allow_unverified=allow_unverified))
     return path
 
 
@@ -186,7 +189,7 @@ def info(name: str, data_dir=None) -> dict:
     split ``n`` and ``class_counts`` (preparing it first like ``load`` does)."""
     name = resolve_name(name, data_dir)
     path = _ensure_cache(name, data_dir)
-    meta, arrays = read_cache(path, name, splits=SPLITS, images=False)
+    meta, arrays = read_cache(path, name, splits=SPLITS)  # reading the images verifies their checksums
     splits = {}
     for s in SPLITS:
         labels = arrays[s][1]
@@ -205,6 +208,7 @@ def info(name: str, data_dir=None) -> dict:
         "split": meta["split"],
         "pixel_scale": meta["pixel_scale"],
         "splits": splits,
+        "verified": "every split read back, HDF5 Fletcher-32 checksums and label range checked",
     }
     if name == "mnist-npm":
         out["sha256_is_published_tarball"] = meta["sha256"].get(npm.NPM_TGZ) == npm.NPM_TGZ_SHA256
@@ -219,10 +223,16 @@ def _ensure_cache(name: str, data_dir) -> Path:
     if path.exists():
         return path
     log.info("%s: no cache at %s, preparing it from local sources", name, path)
-    built = BUILDERS[name](d, fetch=False)
-    write_cache(path, name, built, _SOURCE_TEXT[name])
-    log.info("%s: wrote %s (%s)", name, path, sizes_text(built.splits))
+    built = BUILDERS[name](d, fetch=False, allow_unverified=False)  # reads only: fails before any write
+    with locked_dir(d, "the data folder", clean=("", "raw")):
+        if not path.exists():  # another process may have written it meanwhile
+            _write(name, d, built)
     return path
+
+
+def _write(name: str, d: Path, built) -> None:
+    write_cache(d / f"{name}.h5", name, built, _SOURCE_TEXT[name])
+    log.info("%s: wrote %s (%s)", name, d / f"{name}.h5", sizes_text(built.splits))
 
 
 

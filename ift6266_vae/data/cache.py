@@ -18,7 +18,7 @@ import h5py
 import numpy as np
 
 from ..errors import UserError
-from ..io import atomic_path, sha256_file
+from ..io import sha256_file, write_hdf5
 
 log = logging.getLogger(__name__)
 
@@ -48,29 +48,29 @@ def write_cache(path: Path, name: str, built: Built, source_text: str = "") -> N
     for s in SPLITS:
         check_arrays(*built.splits[s], what=f"{name} {s}")
     sha = {Path(p).name: sha256_file(p) for p in built.sources}
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["format_version"] = FORMAT_VERSION
-            f.attrs["name"] = name
-            f.attrs["source"] = built.source_text or source_text
-            f.attrs["source_files"] = json.dumps([str(p) for p in built.sources])
-            f.attrs["sha256"] = json.dumps(sha, sort_keys=True)
-            f.attrs["split"] = built.split_text
-            f.attrs["pixel_scale"] = int(built.pixel_scale)
-            f.attrs["written_by"] = "ift6266_vae"
-            for s in SPLITS:
-                images, labels = built.splits[s]
-                g = f.create_group(s)
-                n = images.shape[0]
-                g.create_dataset(
-                    "images",
-                    data=images,
-                    chunks=(max(1, min(n, 1024)), *IMAGE_SHAPE),
-                    compression="gzip",
-                    compression_opts=4,
-                    fletcher32=True,
-                )
-                g.create_dataset("labels", data=labels, fletcher32=True)
+
+    def fill(f):
+        f.attrs["format_version"] = FORMAT_VERSION
+        f.attrs["name"] = name
+        f.attrs["source"] = built.source_text or source_text
+        f.attrs["source_files"] = json.dumps([str(p) for p in built.sources])
+        f.attrs["sha256"] = json.dumps(sha, sort_keys=True)
+        f.attrs["split"] = built.split_text
+        f.attrs["pixel_scale"] = int(built.pixel_scale)
+        f.attrs["written_by"] = "ift6266_vae"
+        for s in SPLITS:
+            images, labels = built.splits[s]
+            g = f.create_group(s)
+            n = images.shape[0]
+            g.create_dataset("images", data=images, chunks=(max(1, min(n, 1024)), *IMAGE_SHAPE),
+                             compression="gzip", compression_opts=4, fletcher32=True)
+            g.create_dataset("labels", data=labels, fletcher32=True)
+
+    try:
+        write_hdf5(path, fill)
+    except OSError as e:
+        raise UserError(f"could not write the data cache {path} ({e.strerror or e}); any previous cache is "
+                        "kept: free disk space or choose another data folder") from None
 
 
 def check_arrays(images: np.ndarray, labels: np.ndarray, what: str) -> None:

@@ -24,7 +24,7 @@ def search_dirs(d: Path) -> list[Path]:
     return [d / "fashion-mnist", d / "raw" / "fashion-mnist", *FASHION_SYSTEM_DIRS]
 
 
-def build(d: Path, fetch: bool) -> Built:
+def build(d: Path, fetch: bool, allow_unverified: bool = False) -> Built:
     dirs = search_dirs(d)
     for sub in dirs:
         files = find_idx_set(sub)

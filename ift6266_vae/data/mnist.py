@@ -27,7 +27,7 @@ def find_sources(d: Path):
     return None
 
 
-def build(d: Path, fetch: bool) -> Built:
+def build(d: Path, fetch: bool, allow_unverified: bool = False) -> Built:
     found = find_sources(d)
     if found is None:
         names = ", ".join(f"{b}.gz" for b in IDX_FILES.values())

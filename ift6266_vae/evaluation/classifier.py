@@ -44,7 +44,6 @@ from tqdm.auto import tqdm
 from .. import checkpoints, data
 from ..errors import UserError
 from ..graph import backends
-from ..io import atomic_path
 from ..models.compiled import image_input
 from ..nn import optim
 from ..nn.layers import FLOATX, BatchNorm, Dense, LayerContainer, bn_running_updates, get_activation, shared
@@ -325,15 +324,12 @@ def train_classifier(dataset: str, config: dict | None = None, backend: str = "a
 def save_classifier(clf: Classifier, path) -> Path:
     """Write ``clf`` to ``path`` atomically (a checkpoint plus the accuracy attributes)."""
     path = Path(path)
-    with atomic_path(path) as tmp:
-        checkpoints.save(tmp, clf, config=clf.config, epoch=int(clf.config["epochs"] or 0),
-                         history=clf.history, dataset=clf.dataset)
-        with h5py.File(tmp, "a") as f:
-            f.attrs["classifier_format"] = FORMAT
-            f.attrs["test_accuracy"] = float(clf.test_accuracy)
-            f.attrs["valid_accuracy"] = float(clf.valid_accuracy)
-            f.attrs["train_seconds"] = float(clf.train_seconds)
-            f.attrs["n_train"] = int(clf.n_train)
+    checkpoints.save(path, clf, config=clf.config, epoch=int(clf.config["epochs"] or 0), history=clf.history,
+                     dataset=clf.dataset, attrs={"classifier_format": FORMAT,
+                                                 "test_accuracy": float(clf.test_accuracy),
+                                                 "valid_accuracy": float(clf.valid_accuracy),
+                                                 "train_seconds": float(clf.train_seconds),
+                                                 "n_train": int(clf.n_train)})
     clf.path = path
     return path
 

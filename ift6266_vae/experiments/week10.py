@@ -3,7 +3,6 @@ over seeds, next to Kingma et al. (2014)."""
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from .. import config as config_mod
 from .. import data
 from ..errors import UserError
 from ..io import write_json, write_text
-from ..training import loop
+from .runs import run_or_reuse
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +55,8 @@ def run_table(workdir, labels=TABLE_LABELS, seeds=(1, 2, 3), variants=("blog", "
                 dataset = data.resolve_name(cfg["data"]["name"])
                 cfg["name"] = f"week10-{variant}-{n}-seed{seed}"
                 run_dir = workdir / f"{variant}-{n}" / f"seed{seed}"
-                if reuse and (run_dir / "metrics.json").exists():
-                    log.info("table: reusing the finished run in %s", run_dir)
-                    metrics = json.loads((run_dir / "metrics.json").read_text())
-                else:
-                    log.info("table: training %s with %d labels, seed %d", variant, n, seed)
-                    metrics = loop.train_and_evaluate(cfg, run_dir)
+                log.info("table: %s with %d labels, seed %d", variant, n, seed)
+                metrics = run_or_reuse(cfg, run_dir, reuse)
                 errs.append(metrics["test_error"])
                 runs.append({"seed": seed, "test_error": metrics["test_error"], "epochs": metrics["epochs_trained"],
                              "train_step_s": metrics["train_step_s"], "dir": str(run_dir)})

@@ -20,7 +20,6 @@ Outputs under the work directory: one run directory per variant, ``table.md`` /
 from __future__ import annotations
 
 import copy
-import json
 import logging
 from pathlib import Path
 
@@ -31,7 +30,7 @@ from ..errors import TrainingDiverged, UserError
 from ..evaluation.classifier import get_classifier
 from ..evaluation.fid import sample_quality
 from ..io import write_json, write_text
-from ..training.loop import train_and_evaluate
+from .runs import run_or_reuse
 
 log = logging.getLogger(__name__)
 
@@ -113,15 +112,11 @@ def run_study(workdir, base_config: str = "week9", budget_minutes: float = 9.0,
         log.info("study: training %s for %.1f min of update steps", name, budget_minutes)
         cb = _fid_callback(classifier, real, fid_samples, fid_every_s, cfg["seed"] + 5)
         run_dir = workdir / name
-        if reuse and (run_dir / "metrics.json").exists():
-            log.info("study: reusing the finished run in %s", run_dir)
-            metrics = json.loads((run_dir / "metrics.json").read_text())
-        else:
-            try:
-                metrics = train_and_evaluate(cfg, run_dir, callbacks=[cb])
-            except TrainingDiverged as e:  # a finding of the study, not a crash
-                log.warning("study: %s diverged: %s", name, e)
-                metrics = {"epochs_trained": None, "test": {"elbo": None}, "diverged": str(e)}
+        try:
+            metrics = run_or_reuse(cfg, run_dir, reuse, callbacks=[cb])
+        except TrainingDiverged as e:  # a finding of the study, not a crash
+            log.warning("study: %s diverged: %s", name, e)
+            metrics = {"epochs_trained": None, "test": {"elbo": None}, "diverged": str(e)}
         hist = read_meta(run_dir / "checkpoint.h5")["history"] if (run_dir / "checkpoint.h5").exists() else []
         fids = [h for h in hist if "fid" in h]
         cap = cfg["data"]["max_train_examples"]

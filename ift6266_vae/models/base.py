@@ -19,13 +19,44 @@ from __future__ import annotations
 import numpy as np
 import pytensor.tensor as pt
 
+from ..errors import UserError
 from ..nn import costs
-from ..nn.layers import LayerContainer
+from ..nn.layers import ACTIVATIONS, BN_FORMULAS, BN_MOMENTS, LayerContainer
+from ..rules import Bool, Choice, Float, Int, ListOf
+
+ACTIVATION = Choice(*ACTIVATIONS)
+ACTIVATION_LIST = ListOf(ACTIVATION)
+WIDTHS = ListOf(Int(min=1))
+#: the checked ranges of the keys every VAE shares (a model's ``RULES`` adds its own)
+VAE_RULES = {
+    "code_size": Int(min=1),
+    "init_range": Float(gt=0),
+    "bias": Bool(),
+    "bn_formula": Choice(*BN_FORMULAS),
+    "bn_alpha": Float(gt=0, le=1),
+    "bn_moments": Choice(*BN_MOMENTS),
+    "sigma_offset": Float(ge=0),
+    "decoder_variance": Float(gt=0),
+}
+
+
+def check_same_length(cfg: dict, *parts: str) -> None:
+    """``model.<part>`` and ``model.<part>_activations`` name one activation per layer."""
+    for part in parts:
+        widths, acts = cfg.get(part), cfg.get(f"{part}_activations")
+        if widths is not None and acts is not None and len(widths) != len(acts):
+            raise UserError(f"config keys 'model.{part}' ({len(widths)} layers) and 'model.{part}_activations' "
+                            f"({len(acts)}) must have the same length")
 
 
 class VAEBase(LayerContainer):
     kind = "base"
     input_shape = (1, 28, 28)
+
+    @classmethod
+    def check_config(cls, cfg: dict) -> None:
+        """Checks across keys of a resolved ``model`` section (each key's own range is in
+        ``RULES``); raises a one-line UserError."""
 
     def __init__(self, config: dict):
         super().__init__()

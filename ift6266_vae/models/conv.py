@@ -29,7 +29,8 @@ import pytensor.tensor as pt
 
 from ..graph import conv as graph_conv
 from ..nn.layers import BatchNorm, Conv2D, Dense, get_activation
-from .base import VAEBase
+from ..rules import Choice, Int, ListOf
+from .base import VAE_RULES, VAEBase
 
 DEFAULTS = {
     "kind": "conv",
@@ -55,9 +56,21 @@ CONSTRUCTIONS = {
 }
 
 
+RULES = {
+    **VAE_RULES,
+    "kind": Choice("conv"),
+    "channels": ListOf(Int(min=1), length=2),
+    "kernel": Int(min=1, odd=True),
+    "dense": Int(min=1),
+    "conv_construction": Choice(*graph_conv.CONV_CONSTRUCTIONS),
+    "upsample": Choice(*graph_conv.UPSAMPLE_METHODS),
+}
+
+
 class ConvVAE(VAEBase):
     kind = "conv"
     DEFAULTS = DEFAULTS
+    RULES = RULES
 
     def __init__(self, config: dict | None = None, seed: int = 0):
         cfg = {**DEFAULTS, **(config or {})}

