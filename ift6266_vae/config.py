@@ -49,6 +49,8 @@ DEFAULTS = {
         "checkpoint_every": 10,
         "recompute_bn": True,
         "progress": True,
+        # stop after this many epochs without a better validation score (None: off, the 2015 recipe)
+        "early_stopping": None,
     },
 }
 
@@ -69,6 +71,7 @@ RULES = {
         "checkpoint_every": Int(min=0),
         "recompute_bn": Bool(),
         "progress": Bool(),
+        "early_stopping": Int(min=1, optional=True),
     },
 }
 
@@ -157,11 +160,12 @@ def resolve(user: dict) -> dict:
     return cfg
 
 
-def apply_overrides(cfg: dict, overrides: dict) -> dict:
-    """Apply dotted overrides (``{"train.epochs": 3}``) and re-validate."""
+def apply_overrides(cfg: dict, overrides: dict, keep_none: bool = False) -> dict:
+    """Apply dotted overrides (``{"train.epochs": 3}``) and re-validate. A value ``None``
+    means "not given" (a CLI flag left out) unless ``keep_none``: then it sets null."""
     user = copy.deepcopy(cfg)
     for dotted, value in overrides.items():
-        if value is None:
+        if value is None and not keep_none:
             continue
         # switching the model kind or the optimizer drops the old one's specific keys
         if dotted == "model.kind" and value != user.get("model", {}).get("kind"):
@@ -170,10 +174,29 @@ def apply_overrides(cfg: dict, overrides: dict) -> dict:
             user["optim"] = {k: v for k, v in user.get("optim", {}).items() if k in DEFAULTS["optim"]}
         node = user
         *parents, leaf = dotted.split(".")
-        for p in parents:
+        for i, p in enumerate(parents):
             node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise UserError(f"config key '{'.'.join(parents[:i + 1])}' is a value, not a section: "
+                                f"cannot set '{dotted}'")
         node[leaf] = value
     return resolve(user)
+
+
+def parse_set(items) -> dict:
+    """``--set key.path=value`` items as a dict of dotted overrides; the value is read as
+    JSON (``3``, ``0.5``, ``true``, ``null``, ``[512, 256]``, ``"text"``), else taken as text."""
+    out = {}
+    for item in items or ():
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set {item!r}: expected key.path=value, e.g. --set optim.learning_rate=0.001")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = text
+        out[key.strip()] = value
+    return out
 
 
 def load_with_overrides(name_or_path: str, overrides: dict | None = None) -> dict:
@@ -184,8 +207,8 @@ def load_with_overrides(name_or_path: str, overrides: dict | None = None) -> dic
 
 #: The keys a resumed run may change: how long and where it runs, how often it reports.
 #: Anything else (model, optimizer, data, seed, batch size) would not continue the same run.
-RESUME_SAFE = frozenset({"name", "train.epochs", "train.time_budget_minutes", "train.backend",
-                         "train.figures_every", "train.checkpoint_every", "train.progress"})
+RESUME_SAFE = frozenset({"name", "train.epochs", "train.time_budget_minutes", "train.early_stopping",
+                         "train.backend", "train.figures_every", "train.checkpoint_every", "train.progress"})
 
 
 def _flat(cfg: dict, prefix: str = "") -> dict:

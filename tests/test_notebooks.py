@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from ift6266_vae import data
+
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 
@@ -77,6 +79,8 @@ def _run_top_to_bottom(path, tmp_path, monkeypatch):
     monkeypatch.setenv("IFT6266_NB_BUDGET", os.environ.get("IFT6266_NB_BUDGET", "tiny"))
     monkeypatch.setenv("IFT6266_NB_WORKDIR", str(tmp_path / "work"))
     monkeypatch.setenv("IFT6266_RUNS", str(_fake_runs(tmp_path / "runs")))
+    # the kernel runs in tmp_path, outside the checkout: give it the checkout's data folder
+    monkeypatch.setenv(data.DATA_ENV, str(data.default_data_dir()))
     nb = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="python3",
                                      resources={"metadata": {"path": str(tmp_path)}})

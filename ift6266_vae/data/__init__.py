@@ -57,7 +57,8 @@ Cache
 -----
 Each data set is converted once into ``<data_dir>/<name>.h5`` (:func:`prepare`; format in
 :mod:`.cache`). ``load`` prepares a missing cache itself when its sources are on disk, but
-never runs npm. The data directory is ``$IFT6266_DATA`` or ``<repo root>/data``.
+never runs npm. The data folder: ``--data-dir`` / ``$IFT6266_DATA``, else ``data/`` of the checkout of
+this project the current folder is in, else the per-user data folder (:func:`data_dir_and_reason`).
 """
 
 from __future__ import annotations
@@ -69,14 +70,15 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from ..io import locked_dir
+from ..io import check_writable, locked_dir
 from . import fashion, mnist, npm
 from .cache import IMAGE_SHAPE, N_CLASSES, SPLITS, read_cache, sizes_text, write_cache
 from .splits import labeled_subset, stratified_split
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DATASETS", "SPLITS", "N_CLASSES", "cache_path", "default_data_dir", "info", "labeled_subset",
+__all__ = ["DATASETS", "SPLITS", "N_CLASSES", "cache_path", "data_dir_and_reason", "default_data_dir", "info",
+           "labeled_subset", "use_data_dir",
            "load", "load_splits", "prepare", "resolve_name", "stratified_split"]
 
 DATASETS = ("mnist", "mnist-npm", "fashion-mnist")
@@ -95,12 +97,46 @@ _SOURCE_TEXT = {
 # --------------------------------------------------------------------------- paths
 
 
-def default_data_dir() -> Path:
-    """``$IFT6266_DATA`` if set, else ``<repo root>/data`` (the parent of the package dir)."""
+def find_checkout(start: Path | None = None) -> Path | None:
+    """The root of a checkout of this project containing ``start`` (default: the current
+    folder): the nearest folder upwards with the project's ``setup.cfg`` and ``data/``."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        cfg = folder / "setup.cfg"
+        if (folder / "data").is_dir() and cfg.is_file() and "name = ift6266_vae" in cfg.read_text(errors="replace"):
+            return folder
+    return None
+
+
+def data_dir_and_reason() -> tuple[Path, str]:
+    """The default data folder and why it is that one: ``$IFT6266_DATA`` (which ``--data-dir``
+    sets), else ``data/`` of the checkout of this project the current folder is in, else the
+    per-user data folder of the platform. Never inside the installed package."""
     env = os.environ.get(DATA_ENV, "").strip()
     if env:
-        return Path(env).expanduser()
-    return Path(__file__).resolve().parents[2] / "data"
+        return Path(env).expanduser(), f"${DATA_ENV} (or --data-dir)"
+    root = find_checkout()
+    if root is not None:
+        return root / "data", f"data/ of the checkout at {root}"
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("ift6266_vae")), "the per-user data folder (no checkout, no $IFT6266_DATA)"
+
+
+def default_data_dir() -> Path:
+    """The data folder used when none is given (see :func:`data_dir_and_reason`)."""
+    return data_dir_and_reason()[0]
+
+
+def use_data_dir(path) -> Path:
+    """Make ``path`` the data folder of this process and its children (``--data-dir``):
+    it must be an existing, writable folder."""
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise UserError(f"--data-dir {path} is not an existing folder; create it or choose another")
+    check_writable(path, "--data-dir")
+    os.environ[DATA_ENV] = str(path.resolve())
+    return path
 
 
 def _data_dir(data_dir) -> Path:
@@ -197,8 +233,11 @@ def info(name: str, data_dir=None) -> dict:
             "n": int(labels.shape[0]),
             "class_counts": [int(c) for c in np.bincount(labels, minlength=N_CLASSES)],
         }
+    folder, reason = data_dir_and_reason() if data_dir is None else (Path(data_dir), "given")
     out = {
         "name": name,
+        "data_dir": str(folder),
+        "data_dir_reason": reason,
         "cache": str(path),
         "cache_bytes": path.stat().st_size,
         "format_version": meta["format_version"],

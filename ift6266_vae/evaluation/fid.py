@@ -8,6 +8,7 @@ import warnings
 
 import numpy as np
 import scipy.linalg
+from tqdm.auto import tqdm
 
 from ..errors import UserError
 from ..models.compiled import ModelFunctions
@@ -61,7 +62,7 @@ def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray, eps: float = 1e-6
 
 
 def sample_quality(fns: ModelFunctions, classifier, n_samples: int, seed: int,
-                   real_images: np.ndarray, batch_size: int = 1000) -> dict:
+                   real_images: np.ndarray, batch_size: int = 1000, progress: bool = True) -> dict:
     """Judge ``n_samples`` samples from the prior with ``classifier``.
 
     Codes ``eps ~ N(0, I)`` come from ``numpy.random.default_rng(seed)``; the decoder
@@ -77,7 +78,9 @@ def sample_quality(fns: ModelFunctions, classifier, n_samples: int, seed: int,
         raise UserError(f"sample_quality needs at least 2 samples, got {n_samples}")
     rng = np.random.default_rng(seed)
     eps = rng.standard_normal((n_samples, fns.model.code_size)).astype(FLOATX)
-    samples = np.concatenate([fns.sample(eps=eps[s:s + batch_size]) for s in range(0, n_samples, batch_size)])
+    batches = tqdm(range(0, n_samples, batch_size), desc="FID samples", unit="batch", leave=False,
+                   disable=None if progress else True)
+    samples = np.concatenate([fns.sample(eps=eps[s:s + batch_size]) for s in batches])
     samples = np.clip(samples, 0.0, 1.0).astype(FLOATX)
     f_samples = classifier.features(samples)
     f_real = classifier.features(np.asarray(real_images, dtype=FLOATX))

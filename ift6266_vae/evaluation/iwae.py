@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 import pytensor.tensor as pt
+from tqdm.auto import tqdm
 
 from ..errors import UserError
 from ..models.compiled import ModelFunctions, image_input
@@ -57,7 +58,7 @@ def _as_functions(fns_or_model, backend: str) -> ModelFunctions:
 
 def iwae_bound(fns_or_model, x: np.ndarray, k: int, batch_size: int = 100, seed: int = 0,
                backend: str = "auto", samples_per_call: int | None = None,
-               per_example: bool = False) -> dict:
+               per_example: bool = False, progress: bool = True) -> dict:
     """Importance-weighted bound ``log (1/k) sum_i p(x, z_i) / q(z_i | x)`` over ``x``.
 
     Parameters
@@ -97,7 +98,8 @@ def iwae_bound(fns_or_model, x: np.ndarray, k: int, batch_size: int = 100, seed:
     lse = np.empty(n)    # log sum_i w_i
     lse2 = np.empty(n)   # log sum_i w_i^2
     mean_lw = np.empty(n)
-    for s in range(0, n, bs):
+    for s in tqdm(range(0, n, bs), desc=f"IWAE bound, k={k}", unit="batch", leave=False,
+                  disable=None if progress else True):  # None: off when not a terminal
         xb = x[s:s + bs]
         gens = [np.random.default_rng((seed, i)) for i in range(s, s + len(xb))]
         acc = np.full(len(xb), -np.inf)

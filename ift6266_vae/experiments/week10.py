@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from .. import config as config_mod
 from .. import data
@@ -28,47 +29,69 @@ TABLE_LABELS = (100, 600, 1000, 3000)
 
 def week10_config(name: str = "week10", labels: int | None = None, variant: str | None = None,
                   overrides: dict | None = None) -> dict:
-    """Load a semi-supervised config and apply ``--labels`` / ``--variant`` and other overrides."""
+    """Load a semi-supervised config and apply ``--labels`` / ``--variant`` (None: the config's)
+    and the dotted ``overrides`` (a value None sets null)."""
     cfg = config_mod.load(name)
     if cfg["model"]["kind"] != "semisupervised" and (labels is not None or variant is not None):
         raise UserError(f"--labels and --variant apply to semi-supervised configs (e.g. week10), "
                         f"not to {cfg['name']!r} (model kind {cfg['model']['kind']!r})")
     if variant is not None and variant not in ("blog", "m2"):
         raise UserError(f"unknown semi-supervised variant {variant!r}; valid: blog, m2")
-    return config_mod.apply_overrides(cfg, {"model.labels": labels, "model.variant": variant, **(overrides or {})})
+    cfg = config_mod.apply_overrides(cfg, {"model.labels": labels, "model.variant": variant})
+    return config_mod.apply_overrides(cfg, overrides or {}, keep_none=True)
 
 
 def run_table(workdir, labels=TABLE_LABELS, seeds=(1, 2, 3), variants=("blog", "m2"),
               base_config: str = "week10", overrides: dict | None = None, reuse: bool = False) -> dict:
-    """Train every (variant, labels, seed) and write ``table.md`` / ``table.json`` (test error
-    mean ± standard deviation over seeds, next to the paper's numbers)."""
+    """Train every (variant, labels, seed) and write ``table.md`` / ``table.json``: the test
+    error, mean ± standard deviation over seeds, of the final model and of the model of the
+    best epoch by validation error (``best.h5``, what Kingma et al.'s code reported), next to
+    the paper's numbers."""
     workdir = Path(workdir)
     if not seeds:
         raise UserError("the table needs at least one seed")
     rows = []
     dataset = None
+    bar = tqdm(total=len(variants) * len(labels) * len(seeds), desc="week-10 table", unit="run")
     for variant in variants:
         for n in labels:
-            errs, runs = [], []
+            runs = []
             for seed in seeds:
+                bar.set_postfix_str(f"{variant}, {n} labels, seed {seed}")
                 cfg = week10_config(base_config, labels=n, variant=variant, overrides={"seed": seed, **(overrides or {})})
                 dataset = data.resolve_name(cfg["data"]["name"])
                 cfg["name"] = f"week10-{variant}-{n}-seed{seed}"
                 run_dir = workdir / f"{variant}-{n}" / f"seed{seed}"
                 log.info("table: %s with %d labels, seed %d", variant, n, seed)
                 metrics = run_or_reuse(cfg, run_dir, reuse)
-                errs.append(metrics["test_error"])
+                bar.update()
+                best = metrics.get("best") or {}
                 runs.append({"seed": seed, "test_error": metrics["test_error"], "epochs": metrics["epochs_trained"],
+                             "best_test_error": best.get("test_error"), "best_epoch": best.get("epoch"),
                              "train_step_s": metrics["train_step_s"], "dir": str(run_dir)})
-            e = 100 * np.asarray(errs)
-            rows.append({"variant": variant, "labels": n, "mean": float(e.mean()),
-                         "std": float(e.std(ddof=1)) if len(e) > 1 else 0.0, "n_seeds": len(e), "runs": runs})
+            row = {"variant": variant, "labels": n, "n_seeds": len(runs), "runs": runs,
+                   **_mean_std([r["test_error"] for r in runs])}
+            if all(r["best_test_error"] is not None for r in runs):
+                row["best"] = _mean_std([r["best_test_error"] for r in runs])
+            rows.append(row)
+    bar.close()
     base = week10_config(base_config, overrides=overrides)
     table = {"dataset": dataset, "n_train": len(data.load(dataset, "train")[1]), "paper": PAPER,
              "budget_minutes": base["train"]["time_budget_minutes"], "rows": rows}
     write_json(workdir / "table.json", table)
     write_text(workdir / "table.md", table_markdown(table))
     return table
+
+
+def _mean_std(errors) -> dict:
+    e = 100 * np.asarray(errors, dtype=float)
+    return {"mean": float(e.mean()), "std": float(e.std(ddof=1)) if len(e) > 1 else 0.0}
+
+
+def _cell(r: dict | None, n_seeds: int) -> str:
+    if r is None:
+        return "-"
+    return f"{r['mean']:.2f} (1 seed)" if n_seeds == 1 else f"{r['mean']:.2f} ± {r['std']:.2f} ({n_seeds} seeds)"
 
 
 def table_markdown(table: dict) -> str:
@@ -80,23 +103,20 @@ def table_markdown(table: dict) -> str:
         + ("the paper's numbers are for this data set (full MNIST, 50,000 training digits)." if full else
            "the paper's numbers are for the full MNIST (50,000 training digits), not this data set."),
         f"Test error (%), mean ± standard deviation over seeds; budget {table['budget_minutes']} min of update "
-        "steps per run. Paper: no standard deviations copied.",
+        "steps per run; *final*: the model at the end of training, *best*: the epoch of least validation "
+        "error. Paper: no standard deviations copied.",
         "",
         "| model | data | " + " | ".join(f"{n} labels" for n in counts) + " |",
         "|---|---|" + "---|" * len(counts),
     ]
     by = {(r["variant"], r["labels"]): r for r in table["rows"]}
     for variant in dict.fromkeys(r["variant"] for r in table["rows"]):
-        cells = []
-        for n in counts:
-            r = by.get((variant, n))
-            if r is None:
-                cells.append("-")
-            elif r["n_seeds"] == 1:
-                cells.append(f"{r['mean']:.2f} (1 seed)")
-            else:
-                cells.append(f"{r['mean']:.2f} ± {r['std']:.2f} ({r['n_seeds']} seeds)")
-        lines.append(f"| {variant} (this package) | {table['dataset']} | " + " | ".join(cells) + " |")
+        rows = [by.get((variant, n)) for n in counts]
+        lines.append(f"| {variant} (this package, final) | {table['dataset']} | "
+                     + " | ".join(_cell(r, r["n_seeds"] if r else 0) for r in rows) + " |")
+        if any(r and "best" in r for r in rows):
+            lines.append(f"| {variant} (this package, best by validation) | {table['dataset']} | "
+                         + " | ".join(_cell(r.get("best") if r else None, r["n_seeds"] if r else 0) for r in rows) + " |")
     for name, vals in table["paper"].items():
         lines.append(f"| {name} (Kingma et al. 2014, Table 1) | mnist (50k) | "
                      + " | ".join(f"{vals[n]:.2f}" if n in vals else "-" for n in counts) + " |")

@@ -23,6 +23,8 @@ import copy
 import logging
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from .. import config as config_mod
 from .. import data, plots
 from ..checkpoints import read_meta
@@ -87,7 +89,7 @@ def run_study(workdir, base_config: str = "week9", budget_minutes: float = 9.0,
     targets = {**DEFAULT_TARGETS, **(targets or {})}
     base = config_mod.load(base_config)
     base = config_mod.apply_overrides(base, {"train.time_budget_minutes": budget_minutes,
-                                             "train.figures_every": 0, **(overrides or {})})
+                                             "train.figures_every": 0, **(overrides or {})}, keep_none=True)
     dataset = data.resolve_name(base["data"]["name"])
     if classifier is None:
         classifier = get_classifier(dataset, backend=base["train"]["backend"])
@@ -96,11 +98,12 @@ def run_study(workdir, base_config: str = "week9", budget_minutes: float = 9.0,
     runs = [(v, base, VARIANTS[v]) for v in variants]
     if with_conv:
         conv = config_mod.apply_overrides(config_mod.load("conv-as-published"), {
-            "train.time_budget_minutes": budget_minutes, "train.figures_every": 0, **(overrides or {})})
+            "train.time_budget_minutes": budget_minutes, "train.figures_every": 0, **(overrides or {})},
+            keep_none=True)
         runs.append(("conv_rmsprop_as_published", conv, None))
 
     rows, curves = [], {}
-    for name, cfg0, optim in runs:
+    for name, cfg0, optim in tqdm(runs, desc="week-11 study", unit="run"):
         cfg = copy.deepcopy(cfg0)
         if optim is not None:
             keep = {k: cfg["optim"][k] for k in ("learning_rate", "divide_lr_by_batch")}

@@ -27,6 +27,11 @@ from .semisupervised import N_CLASSES
 log = logging.getLogger(__name__)
 
 
+def as_generator(seed) -> np.random.Generator:
+    """A numpy Generator: ``default_rng(seed)`` for an int (or None), the Generator itself."""
+    return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+
+
 def image_input(name: str = "x"):
     return pt.tensor(name, dtype=FLOATX, shape=(None, 1, 28, 28))
 
@@ -99,8 +104,12 @@ class ModelFunctions:
         return [float(v) for v in self.compile_train()(x, eps)]
 
     # ------------------------------------------------------------------ evaluation
-    def elbo(self, x: np.ndarray, eps: np.ndarray, deterministic: bool = True):
-        """Per-example (elbo, nll, kl) in nats. ``deterministic=False`` uses batch statistics."""
+    def elbo(self, x: np.ndarray, eps: np.ndarray | None = None, deterministic: bool = True, seed=0):
+        """Per-example (elbo, nll, kl) in nats, one noise draw per example (``eps``, or drawn
+        from ``seed``). ``deterministic=False`` uses batch statistics."""
+        if eps is None:
+            eps = as_generator(seed).standard_normal((len(x), self.model.code_size)).astype(FLOATX)
+
         def build():
             xs, e = image_input(), pt.matrix("eps", dtype=FLOATX)
             out = self.model.loss(xs, e, deterministic=deterministic)
@@ -138,11 +147,11 @@ class ModelFunctions:
         mu, _ = self.encode(x)
         return self.decode(mu)
 
-    def sample(self, n: int | None = None, rng: np.random.Generator | None = None,
-               eps: np.ndarray | None = None) -> np.ndarray:
-        """Decode codes drawn from the N(0, I) prior (or the given ``eps``)."""
+    def sample(self, n: int | None = None, seed=0, eps: np.ndarray | None = None) -> np.ndarray:
+        """``n`` images decoded from codes of the N(0, I) prior drawn from ``seed`` (an int or a
+        numpy Generator), or from the given codes ``eps``; in the hard-tanh range [-1, 1]."""
         if eps is None:
-            eps = rng.standard_normal((n, self.model.code_size)).astype(FLOATX)
+            eps = as_generator(seed).standard_normal((n, self.model.code_size)).astype(FLOATX)
         return self.decode(eps)
 
 
@@ -256,22 +265,23 @@ class SSLFunctions(ModelFunctions):
             return self.decode(self.encode(x, lab)[0], lab)
         return self.decode(self.encode(x)[0], self.predict_proba(x))
 
-    def sample(self, n: int | None = None, rng: np.random.Generator | None = None,
-               eps: np.ndarray | None = None, labels=None) -> np.ndarray:
-        """Decode prior codes with the given labels (default: classes drawn uniformly)."""
+    def sample(self, n: int | None = None, seed=0, eps: np.ndarray | None = None, labels=None) -> np.ndarray:
+        """Decode prior codes (drawn from ``seed``, or ``eps``) with the given labels (default:
+        classes drawn uniformly from the same generator)."""
+        rng = as_generator(seed)
         if eps is None:
             eps = rng.standard_normal((n, self.model.code_size)).astype(FLOATX)
         if labels is None:
-            labels = (rng or np.random.default_rng(0)).integers(0, N_CLASSES, len(eps))
+            labels = rng.integers(0, N_CLASSES, len(eps))
         return self.decode(eps, labels)
 
-    def generate(self, label: int, n: int, rng: np.random.Generator | None = None,
-                 eps: np.ndarray | None = None) -> np.ndarray:
-        """``n`` images of class ``label``: prior codes decoded with the label clamped."""
+    def generate(self, label: int, n: int, seed=0, eps: np.ndarray | None = None) -> np.ndarray:
+        """``n`` images of class ``label``: prior codes (from ``seed`` or ``eps``) decoded with
+        the label clamped."""
         if isinstance(label, bool) or not isinstance(label, (int, np.integer)) or not 0 <= label < N_CLASSES:
             raise UserError(f"label must be a class in 0-{N_CLASSES - 1}, got {label!r}")
         if eps is None:
-            eps = (rng or np.random.default_rng(0)).standard_normal((n, self.model.code_size)).astype(FLOATX)
+            eps = as_generator(seed).standard_normal((n, self.model.code_size)).astype(FLOATX)
         return self.decode(eps, np.full(len(eps), int(label)))
 
     def analogies(self, x: np.ndarray, labels=None) -> np.ndarray:

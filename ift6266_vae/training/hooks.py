@@ -52,8 +52,12 @@ class TrainingHooks:
     ``n_batches`` and ``epoch_batches`` give one epoch's ``fns.train_step`` arguments
     (every random draw comes from the loop's ``rng``, so a resumed run continues
     exactly); ``callbacks`` adds per-epoch evaluations; ``figures`` writes the figures;
-    ``finish`` adds to the final metrics.
+    ``finish`` adds to the final metrics. ``best`` names the history key that picks the
+    best epoch (``best.h5``, early stopping) and whether higher is better; ``best_metrics``
+    adds to the best epoch's test numbers.
     """
+
+    best = ("valid_elbo", "higher")
 
     def __init__(self, cfg: dict):
         self.cfg = cfg
@@ -79,4 +83,7 @@ class TrainingHooks:
         return write_figures(fns, splits["test"][0], workdir, seed, tag)
 
     def finish(self, fns, splits: dict, workdir: Path, metrics: dict) -> dict:
+        return {}
+
+    def best_metrics(self, fns, splits: dict) -> dict:
         return {}

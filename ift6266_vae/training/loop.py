@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import json
 import logging
 import math
 import time
@@ -30,8 +31,8 @@ from tqdm.auto import tqdm
 from .. import checkpoints, data, models, plots
 from .. import config as config_mod
 from ..errors import TrainingDiverged, UserError
-from ..evaluation.elbo import evaluate_elbo, final_evaluation
-from ..io import locked_dir, write_json
+from ..evaluation.elbo import evaluate_elbo, final_evaluation, recompute_bn_statistics
+from ..io import locked_dir, write_json, write_text
 from .hooks import TrainingHooks
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,9 @@ class Run:
         self.hooks = hooks
         self.callbacks = [*callbacks, *hooks.callbacks()]
         self.ckpt_path = workdir / "checkpoint.h5"
+        self.best_path = workdir / "best.h5"
+        self.history_path = workdir / "history.jsonl"
+        self.best_key, self.best_better = hooks.best
         self.history: list[dict] = []
         self.epoch = 0
         self.saved_epoch: int | None = None  # the epoch of the checkpoint on disk, if any
@@ -87,11 +91,11 @@ class Run:
                 raise UserError(f"cannot resume {self.ckpt_path}: the config differs in {', '.join(diff)} (only "
                                 f"{', '.join(sorted(config_mod.RESUME_SAFE))} may change); use the run's own "
                                 "config.json or another --workdir")
-        elif resume:
-            log.info("nothing to resume in %s: starting a new run", self.workdir)
-        else:  # a fresh run: nothing of an earlier, unfinished attempt may describe it
-            for name in ("config.json", "metrics.json"):
-                (self.workdir / name).unlink(missing_ok=True)
+        else:  # a new run: nothing of an earlier attempt that left no checkpoint may describe it
+            if resume:
+                log.info("nothing to resume in %s: starting a new run", self.workdir)
+            for path in (self.workdir / "config.json", self.workdir / "metrics.json", self.history_path, self.best_path):
+                path.unlink(missing_ok=True)
         self.dataset, self.splits = load_splits(cfg)
         self.model = models.build(cfg["model"], seed=cfg["seed"])
         self.fns = self.hooks.functions(self.model, self.splits)
@@ -104,6 +108,8 @@ class Run:
             self.rng.bit_generator.state = loaded["rng_state"]
             self.history = loaded["history"]
             self.epoch = self.saved_epoch = loaded["epoch"]
+            # the epochs after the checkpoint are trained again: the history file restarts from it
+            write_text(self.history_path, "".join(json.dumps(rec) + "\n" for rec in self.history))
             log.info("resuming %s at epoch %d", self.ckpt_path, self.epoch)
 
     # ------------------------------------------------------------------ the epochs
@@ -126,17 +132,34 @@ class Run:
         for epoch in range(self.epoch + 1, tcfg["epochs"] + 1):
             self.epoch = epoch
             rec = self._epoch(epoch)
+            with open(self.history_path, "a") as f:  # followable while the run goes: one line per epoch
+                f.write(json.dumps(rec) + "\n")
+            best_epoch = self.best_epoch()
+            if best_epoch == epoch:
+                checkpoints.save(self.best_path, self.model, config=self.cfg, epoch=epoch, history=self.history,
+                                 dataset=self.dataset)
             last = epoch == tcfg["epochs"]
-            over_budget = self._over_budget(rec["train_s"])
-            if over_budget:
+            if self._over_budget(rec["train_s"]):
                 self.stop_reason = "time_budget"
-            if tcfg["checkpoint_every"] and (epoch % tcfg["checkpoint_every"] == 0 or last or over_budget):
+                log.info("time budget of %.3g min reached after epoch %d", tcfg["time_budget_minutes"], epoch)
+            patience = tcfg["early_stopping"]
+            if patience and epoch - best_epoch >= patience:
+                self.stop_reason = "early_stopping"
+                log.info("early stopping: no better %s for %d epochs (best: epoch %d)", self.best_key, patience,
+                         best_epoch)
+            stop = self.stop_reason != "epochs"
+            if tcfg["checkpoint_every"] and (epoch % tcfg["checkpoint_every"] == 0 or last or stop):
                 self.save()
             if tcfg["figures_every"] and epoch % tcfg["figures_every"] == 0 and not last:
                 self.hooks.figures(self.fns, self.splits, self.workdir, self.cfg["seed"] + 2, tag=f"epoch{epoch:04d}")
-            if over_budget:
-                log.info("time budget of %.3g min reached after epoch %d", tcfg["time_budget_minutes"], epoch)
+            if stop:
                 break
+
+    def best_epoch(self) -> int | None:
+        """The epoch of the history with the best ``best_key`` (the first of ties)."""
+        sign = 1.0 if self.best_better == "higher" else -1.0
+        scored = [(sign * h[self.best_key], -h["epoch"]) for h in self.history if h.get(self.best_key) is not None]
+        return -max(scored)[1] if scored else None
 
     def _epoch(self, epoch: int) -> dict:
         tcfg, fns = self.tcfg, self.fns
@@ -198,6 +221,8 @@ class Run:
                          bn_population=bn_population)
         write_json(self.workdir / "config.json", self.cfg)
         self.saved_epoch = self.epoch
+        if self.history:
+            plots.save(plots.learning_curves(self.history, self.cfg["name"]), self.workdir / "figures" / "learning_curve.png")
 
     # ------------------------------------------------------------------ the end
     def finish(self) -> dict:
@@ -217,11 +242,33 @@ class Run:
         for v in model.bn_state:
             v.set_value(population[v.name])
         metrics.update(self.hooks.finish(fns, self.splits, self.workdir, metrics))
-        write_json(self.workdir / "metrics.json", metrics)
-        if history:
-            plots.save(plots.learning_curves(history, self.cfg["name"]), self.workdir / "figures" / "learning_curve.png")
         self.hooks.figures(fns, self.splits, self.workdir, self.cfg["seed"] + 2)
+        if self.best_path.exists():
+            metrics["best"] = self._evaluate_best()
+        write_json(self.workdir / "metrics.json", metrics)  # last: its presence means the run finished
         return metrics
+
+    def _evaluate_best(self) -> dict:
+        """The test numbers of the best epoch's model (BN statistics recomputed like the final
+        model's, and saved in ``best.h5``); the final model is restored after."""
+        model, fns, tcfg = self.model, self.fns, self.tcfg
+        final = {v: v.get_value() for v in model.params + model.bn_state}
+        meta = checkpoints.load_into(self.best_path, model, bn_source="running")
+        population = None
+        if tcfg["recompute_bn"]:
+            recompute_bn_statistics(fns, self.splits["train"][0], tcfg["batch_size"], self.cfg["seed"] + 3)
+            population = {v.name: v.get_value() for v in model.bn_state}
+        out = {"epoch": meta["epoch"], "chosen_by": f"{self.best_key} ({self.best_better} is better)",
+               self.best_key: next(h[self.best_key] for h in self.history if h["epoch"] == meta["epoch"]),
+               "test": evaluate_elbo(fns, self.splits["test"][0], tcfg["eval_batch_size"], self.cfg["seed"] + 1),
+               **self.hooks.best_metrics(fns, self.splits)}
+        if population is not None:  # best.h5 for inference: the recomputed statistics beside the running ones
+            checkpoints.load_into(self.best_path, model, bn_source="running")
+            checkpoints.save(self.best_path, model, config=self.cfg, epoch=meta["epoch"], history=meta["history"],
+                             dataset=self.dataset, bn_population=population)
+        for v, val in final.items():
+            v.set_value(val)
+        return out
 
 
 def train_and_evaluate(config: dict, workdir, resume: bool = False, callbacks=(), hooks=None) -> dict:

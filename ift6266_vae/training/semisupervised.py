@@ -148,6 +148,11 @@ class SemiSupervisedHooks(TrainingHooks):
                               fig / "confusion.png"))
         return out
 
+    best = ("valid_error", "lower")  # best-by-validation, as Kingma et al.'s code reported
+
+    def best_metrics(self, fns, splits: dict) -> dict:
+        return {f"{s}_error": float(np.mean(fns.predict(splits[s][0]) != splits[s][1])) for s in ("test", "valid")}
+
     def finish(self, fns, splits: dict, workdir: Path, metrics: dict) -> dict:
         lab, unl = self.split(splits)
         xt, yt = splits["test"]
@@ -188,7 +193,7 @@ class SemiSupervisedHooks(TrainingHooks):
         rng = np.random.default_rng(self.cfg["seed"] + 7)
         hits = []
         for c in range(N_CLASSES):
-            imgs = np.clip(fns.generate(c, 100, rng=rng), 0.0, 1.0)
+            imgs = np.clip(fns.generate(c, 100, seed=rng), 0.0, 1.0)
             hits.append(float(np.mean(clf.predict(imgs) == c)))
         return {"per_class": hits, "mean": float(np.mean(hits)), "n_per_class": 100,
                 "note": "fraction of the samples of each clamped label that the package classifier "

