@@ -43,7 +43,7 @@ DEFAULTS = {
         "batch_size": 1000,
         "epochs": 500,
         "time_budget_minutes": None,
-        "backend": "numba",
+        "backend": "auto",
         "eval_batch_size": 1000,
         "figures_every": 0,
         "checkpoint_every": 10,

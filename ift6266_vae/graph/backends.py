@@ -9,7 +9,7 @@ name        PyTensor mode
 ``jax``     ``JAX``: needs the ``jax`` extra (``pip install -e '.[jax]'``). Functions are
             compiled per input-shape signature (:mod:`ift6266_vae.graph.jax_backend`).
 ``auto``    JAX when it is installed and sees a GPU; otherwise the CPU backend measured
-            fastest for the model kind (:data:`AUTO_CPU`): JAX (on the CPU) when it is
+            fastest for the model kind (:func:`auto_order`): JAX (on the CPU) when it is
             installed; else ``numba`` for the feedforward VAE and the other MLPs, ``c`` for
             the conv VAE. ``docs/results.md`` has the measurements behind the choice.
 ==========  ============================================================================
@@ -20,8 +20,11 @@ Asking for an unknown backend, or for ``jax`` without JAX installed, raises a
 
 from __future__ import annotations
 
+import functools
 import importlib.util
+import json
 import logging
+from pathlib import Path
 
 import pytensor
 
@@ -66,27 +69,36 @@ BACKENDS = ("c", "numba", "jax", "auto")
 _MODES = {"c": "CVM", "numba": "NUMBA", "jax": "JAX"}
 
 #: ``auto`` on a machine without a GPU: the CPU backends in the order measured for a model
-#: kind (train step, 2 threads, ``make bench``; ``docs/results.md``); the first one
-#: installed is used.
-AUTO_CPU = {"feedforward": ("jax", "numba", "c"), "conv": ("jax", "c", "numba")}
-#: kinds not measured alone (the classifier MLP, the semi-supervised models): MLPs like the
-#: feedforward VAE, so JAX when installed, else numba
-AUTO_CPU_DEFAULT = ("jax", "numba")
+#: kind (train step, ``make bench``, which rewrites this file with ``--update-order``); the
+#: first one installed is used. Kinds not measured alone (the semi-supervised models, the
+#: classifier) take the ``default`` order.
+ORDER_FILE = Path(__file__).with_name("backend_order.json")
+
+
+@functools.cache
+def auto_order() -> dict:
+    """``{kind: (backends, fastest first)}`` from :data:`ORDER_FILE`."""
+    return {k: tuple(v) for k, v in json.loads(ORDER_FILE.read_text())["order"].items()}
 
 
 def jax_available() -> bool:
     return importlib.util.find_spec("jax") is not None
 
 
-def jax_has_gpu() -> bool:
+def jax_devices() -> list[str]:
+    """The platforms of JAX's devices (``["cpu"]``, ``["gpu", "gpu"]``); ``[]`` without JAX."""
     if not jax_available():
-        return False
+        return []
     try:
         import jax
 
-        return any(d.platform == "gpu" for d in jax.devices())
-    except Exception:  # no GPU runtime: that is the answer, not an error
-        return False
+        return [d.platform for d in jax.devices()]
+    except Exception:  # no usable runtime: no devices, not an error
+        return []
+
+
+def jax_has_gpu() -> bool:
+    return "gpu" in jax_devices()
 
 
 def _jax_missing() -> UserError:
@@ -98,14 +110,15 @@ def resolve(name: str, kind: str | None = None) -> str:
     """Validate ``name`` and resolve ``auto``; returns one of ``c``, ``numba``, ``jax``.
 
     ``kind`` is the model kind (``"feedforward"``, ``"conv"``, ...): ``auto`` without a GPU
-    picks the first installed backend of :data:`AUTO_CPU` [kind].
+    picks the first installed backend of :func:`auto_order` [kind].
     """
     if not isinstance(name, str) or name not in BACKENDS:
         raise UserError(f"unknown backend {name!r}; valid: {', '.join(BACKENDS)}")
     if name == "auto":
         if jax_has_gpu():
             return "jax"
-        return next(b for b in AUTO_CPU.get(kind, AUTO_CPU_DEFAULT) if b != "jax" or jax_available())
+        order = auto_order()
+        return next(b for b in order.get(kind, order["default"]) if b != "jax" or jax_available())
     if name == "jax" and not jax_available():
         raise _jax_missing()
     return name

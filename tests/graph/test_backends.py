@@ -83,24 +83,40 @@ def test_jax_not_installed_gives_the_install_command(monkeypatch):
         ModelFunctions(models.build(TINY_MODEL), "jax")
 
 
-def test_auto_picks_jax_on_a_gpu_else_the_fastest_cpu_backend_per_model(monkeypatch):
+def test_auto_picks_jax_on_a_gpu_else_the_measured_order_per_model(monkeypatch):
+    order = backends.auto_order()
+    assert set(order) >= {"feedforward", "conv", "default"}
+    assert all(sorted(o) == ["c", "jax", "numba"] for o in order.values()), order
     monkeypatch.setattr(backends, "jax_has_gpu", lambda: False)
-    # measured fastest on the CPU: JAX for both VAEs (and the other MLPs) when installed ...
-    assert backends.resolve("auto", "feedforward") == "jax"
-    assert backends.resolve("auto", "conv") == "jax"
-    assert backends.resolve("auto", "semisupervised") == "jax"
-    assert ModelFunctions(models.build(TINY_CONV), "auto").backend == "jax"
-    # ... else numba for the feedforward VAE (and other kinds), c for the conv VAE
-    monkeypatch.setattr(backends, "jax_available", lambda: False)
-    assert backends.resolve("auto", "feedforward") == "numba"
-    assert backends.resolve("auto", "conv") == "c"
-    assert backends.resolve("auto", "semisupervised") == "numba"
-    assert backends.resolve("auto") == "numba"
-    monkeypatch.setattr(backends, "jax_available", lambda: True)
+    for kind in ("feedforward", "conv", "semisupervised", None):
+        expected = order.get(kind, order["default"])
+        assert backends.resolve("auto", kind) == expected[0]
+        # without JAX: the first CPU backend of the measured order
+        monkeypatch.setattr(backends, "jax_available", lambda: False)
+        assert backends.resolve("auto", kind) == next(b for b in expected if b != "jax")
+        monkeypatch.undo()
+        monkeypatch.setattr(backends, "jax_has_gpu", lambda: False)
+    assert ModelFunctions(models.build(TINY_CONV), "auto").backend == order["conv"][0]
     monkeypatch.setattr(backends, "jax_has_gpu", lambda: True)
     assert backends.resolve("auto", "conv") == "jax"
     for name in ("c", "numba"):
         assert backends.resolve(name, "conv") == name
+
+
+def test_auto_chooses_jax_when_jax_reports_a_gpu(monkeypatch):
+    """A faked device list (what `jax.devices()` gives on a CUDA machine) makes `auto` JAX,
+    whatever the CPU order says; a CPU-only list leaves the CPU order."""
+    import jax
+
+    class Device:
+        def __init__(self, platform):
+            self.platform = platform
+
+    monkeypatch.setattr(backends, "auto_order", lambda: {"default": ("numba", "c", "jax")})
+    monkeypatch.setattr(jax, "devices", lambda *a, **k: [Device("gpu"), Device("gpu")])
+    assert backends.jax_devices() == ["gpu", "gpu"] and backends.resolve("auto", "conv") == "jax"
+    monkeypatch.setattr(jax, "devices", lambda *a, **k: [Device("cpu")])
+    assert backends.resolve("auto", "conv") == "numba"
 
 
 def test_jax_has_gpu_is_false_without_jax(monkeypatch):
