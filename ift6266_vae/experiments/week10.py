@@ -13,6 +13,7 @@ from .. import config as config_mod
 from .. import data
 from ..errors import UserError
 from ..io import write_json, write_text
+from ..models.semisupervised import VARIANTS
 from .runs import run_or_reuse
 
 log = logging.getLogger(__name__)
@@ -35,13 +36,13 @@ def week10_config(name: str = "week10", labels: int | None = None, variant: str 
     if cfg["model"]["kind"] != "semisupervised" and (labels is not None or variant is not None):
         raise UserError(f"--labels and --variant apply to semi-supervised configs (e.g. week10), "
                         f"not to {cfg['name']!r} (model kind {cfg['model']['kind']!r})")
-    if variant is not None and variant not in ("blog", "m2"):
-        raise UserError(f"unknown semi-supervised variant {variant!r}; valid: blog, m2")
+    if variant is not None and variant not in VARIANTS:
+        raise UserError(f"unknown semi-supervised variant {variant!r}; valid: {', '.join(VARIANTS)}")
     cfg = config_mod.apply_overrides(cfg, {"model.labels": labels, "model.variant": variant})
     return config_mod.apply_overrides(cfg, overrides or {}, keep_none=True)
 
 
-def run_table(workdir, labels=TABLE_LABELS, seeds=(1, 2, 3), variants=("blog", "m2"),
+def run_table(workdir, labels=TABLE_LABELS, seeds=(1, 2, 3), variants=VARIANTS,
               base_config: str = "week10", overrides: dict | None = None, reuse: bool = False) -> dict:
     """Train every (variant, labels, seed) and write ``table.md`` / ``table.json``: the test
     error, mean ± standard deviation over seeds, of the final model and of the model of the
@@ -59,6 +60,8 @@ def run_table(workdir, labels=TABLE_LABELS, seeds=(1, 2, 3), variants=("blog", "
             for seed in seeds:
                 bar.set_postfix_str(f"{variant}, {n} labels, seed {seed}")
                 cfg = week10_config(base_config, labels=n, variant=variant, overrides={"seed": seed, **(overrides or {})})
+                if variant == "m1m2":  # one M1 per seed, shared by every label count
+                    cfg["model"]["m1_checkpoint"] = str(workdir / "m1" / f"seed{seed}" / "checkpoint.h5")
                 dataset = data.resolve_name(cfg["data"]["name"])
                 cfg["name"] = f"week10-{variant}-{n}-seed{seed}"
                 run_dir = workdir / f"{variant}-{n}" / f"seed{seed}"

@@ -85,12 +85,15 @@ class VAEBase(LayerContainer):
         """Reparameterised code ``z = mu + sigma * eps``."""
         return mu + eps * pt.exp(log_sigma)
 
-    def loss(self, x, eps, deterministic: bool = False) -> dict:
+    def loss(self, x, eps, deterministic: bool = False, kl_weight=None) -> dict:
+        """The costs of a batch; ``kl_weight`` (a symbolic scalar, KL warm-up) weights the KL
+        in the training objective ``loss`` (the per-example bounds are unweighted)."""
         collect: list = []
         mu, log_sigma = self.encode(x, deterministic, collect)
         z = self.sample_code(mu, log_sigma, eps)
         y = self.decode(z, deterministic, collect)
-        out = costs.vae_costs(x, y, mu, log_sigma, self.config.get("decoder_variance", costs.DECODER_VARIANCE))
+        out = costs.vae_costs(x, y, mu, log_sigma, self.config.get("decoder_variance", costs.DECODER_VARIANCE),
+                              kl_weight=kl_weight)
         out.update(mu=mu, log_sigma=log_sigma, z=z, y=y, bn_stats=collect)
         return out
 

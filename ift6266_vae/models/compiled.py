@@ -21,7 +21,7 @@ import pytensor.tensor as pt
 from ..errors import UserError
 from ..graph import backends
 from ..nn import optim
-from ..nn.layers import FLOATX, bn_running_updates
+from ..nn.layers import FLOATX, bn_running_updates, shared
 from .semisupervised import N_CLASSES
 
 log = logging.getLogger(__name__)
@@ -37,17 +37,22 @@ def image_input(name: str = "x"):
 
 
 class ModelFunctions:
-    """Compiled functions of ``model`` for ``backend``; ``optim_config`` enables ``train_step``."""
+    """Compiled functions of ``model`` for ``backend``; ``optim_config`` enables ``train_step``.
+
+    ``kl_warmup``: the train step weights the KL of its objective by ``kl_weight`` (a shared
+    scalar the training loop sets each epoch; KL warm-up), else the graph has no such weight.
+    """
 
     #: whether the decoder needs a label next to the code (semi-supervised models)
     conditional = False
 
     def __init__(self, model, backend: str = "auto", optim_config: dict | None = None,
-                 batch_size: int | None = None):
+                 batch_size: int | None = None, kl_warmup: bool = False):
         self.model = model
         self.backend = backends.resolve(backend, getattr(model, "kind", None))
         self.optim_config = optim_config
         self.batch_size = batch_size
+        self.kl_weight = shared(np.float32(1.0), "train.kl_weight") if kl_warmup else None
         self._fns: dict = {}
         self.optimizer_state: list = []
         self.compile_seconds: dict[str, float] = {}
@@ -85,7 +90,7 @@ class ModelFunctions:
     def _build_train(self):
         x = image_input()
         eps = pt.matrix("eps", dtype=FLOATX)
-        out = self.model.loss(x, eps, deterministic=False)
+        out = self.model.loss(x, eps, deterministic=False, kl_weight=self.kl_weight)
         n = pt.cast(x.shape[0], FLOATX)
         outputs = [out["loss"] / n, pt.mean(out["nll"]), pt.mean(out["kl"])]
         self._train_graph = ([x, eps], outputs, self._updates(out["loss"], out["bn_stats"]))
@@ -170,10 +175,10 @@ class SSLFunctions(ModelFunctions):
     conditional = True
 
     def __init__(self, model, backend: str = "auto", optim_config: dict | None = None,
-                 batch_size: int | None = None, ce_weight: float = 1.0):
+                 batch_size: int | None = None, kl_warmup: bool = False, ce_weight: float = 1.0):
         self.ce_weight = float(ce_weight)
         self.last_ce = float("nan")
-        super().__init__(model, backend, optim_config, batch_size)
+        super().__init__(model, backend, optim_config, batch_size, kl_warmup)
 
     # ------------------------------------------------------------------ training
     def _inputs(self):
@@ -181,7 +186,8 @@ class SSLFunctions(ModelFunctions):
 
     def _build_train(self):
         x_l, y_l, x_u, eps = self._inputs()
-        out = self.model.ssl_loss(x_l, y_l, x_u, eps, deterministic=False, ce_weight=self.ce_weight)
+        out = self.model.ssl_loss(x_l, y_l, x_u, eps, deterministic=False, ce_weight=self.ce_weight,
+                                  kl_weight=self.kl_weight)
         n = pt.cast(eps.shape[0], FLOATX)
         n_l = pt.maximum(pt.cast(x_l.shape[0], FLOATX), np.float32(1))
         outputs = [out["loss"] / n, pt.mean(out["nll"]), pt.mean(out["kl"]), pt.sum(out["ce"]) / n_l]
@@ -234,7 +240,7 @@ class SSLFunctions(ModelFunctions):
     def encode(self, x: np.ndarray, labels=None):
         """``(mu, log_sigma)`` with population BN statistics. For m2 the encoder needs a label:
         ``labels`` (classes or probability rows), by default the predicted class."""
-        if self.model.variant == "blog":  # q(z|x): the label does not enter the encoder
+        if not self.model.label_in_encoder:  # blog, q(z|x): the label does not enter the encoder
             def build():
                 xs = image_input()
                 return self._compile("encode", [xs], list(self.model.encode(xs, None, deterministic=True)))
@@ -260,7 +266,7 @@ class SSLFunctions(ModelFunctions):
     def reconstruct(self, x: np.ndarray) -> np.ndarray:
         """Decode the posterior mean with the classifier's label (m2: predicted class; blog:
         ``Y'``, as in training)."""
-        if self.model.variant == "m2":
+        if self.model.label_in_encoder:
             lab = self.predict(x)
             return self.decode(self.encode(x, lab)[0], lab)
         return self.decode(self.encode(x)[0], self.predict_proba(x))

@@ -54,13 +54,14 @@ import pytensor.tensor as pt
 
 from ..nn import costs
 from ..nn.layers import BatchNorm, Dense, get_activation
-from ..rules import Bool, Choice, Float, Int, ListOf
+from ..rules import Bool, Choice, Float, Int, ListOf, Str
 from .base import ACTIVATION, VAEBase, check_same_length
 from .feedforward import DEFAULTS as FF_DEFAULTS
 from .feedforward import RULES as FF_RULES
+from .feedforward import FeedforwardVAE
 
 N_CLASSES = 10
-VARIANTS = ("blog", "m2")
+VARIANTS = ("blog", "m2", "m1m2")
 LIKELIHOODS = ("gaussian", "bernoulli")
 
 DEFAULTS = {
@@ -88,6 +89,12 @@ DEFAULTS = {
     # after training, measure with the package's classifier which class the samples of each
     # clamped label show (trains and caches that classifier once, ~3 min, when missing)
     "check_samples": True,
+    # m1m2 (Kingma et al.'s M1+M2): M1, a feedforward VAE of these hidden widths (decoder
+    # mirrored) and code size, trained on every training digit; M2 runs on M1's posterior
+    # means. m1_checkpoint: a trained M1 (None: the training hooks train one in <workdir>/m1)
+    "m1_hidden": [500, 500],
+    "m1_code_size": 50,
+    "m1_checkpoint": None,
 }
 
 
@@ -105,7 +112,21 @@ RULES = {
     "unlabeled_weight": Float(ge=0),
     "likelihood": Choice(*LIKELIHOODS),
     "check_samples": Bool(),
+    "m1_hidden": ListOf(Int(min=1), min_length=1),
+    "m1_code_size": Int(min=1),
+    "m1_checkpoint": Str(optional=True),
 }
+
+
+def m1_config(cfg: dict) -> dict:
+    """The ``model`` section of M1, the feedforward VAE under an m1m2 model: ReLU layers of
+    ``m1_hidden`` widths (the decoder mirrored), code ``m1_code_size``, the BN, init and
+    decoder settings of ``cfg``."""
+    hidden = list(cfg["m1_hidden"])
+    shared = {k: cfg[k] for k in ("init_range", "bias", "bn_formula", "bn_alpha", "bn_moments", "sigma_offset",
+                                  "decoder_variance", "output_activation")}
+    return {**FF_DEFAULTS, **shared, "kind": "feedforward", "encoder": hidden, "encoder_activations": ["relu"] * len(hidden),
+            "code_size": cfg["m1_code_size"], "decoder": hidden[::-1], "decoder_activations": ["relu"] * len(hidden)}
 
 
 def onehot(y, n: int = N_CLASSES, dtype: str = "float32"):
@@ -149,7 +170,11 @@ class SemiSupervisedVAE(VAEBase):
                 raise ValueError(f"model.{part} and model.{part}_activations must have the same length")
         self.variant = cfg["variant"]
         rng = np.random.default_rng(seed)
-        n_x = int(np.prod(self.input_shape))
+        # M2's data: the image pixels, or (m1m2) the posterior means of M1, a frozen feedforward
+        # VAE whose weights come from its own training run (the hooks load them)
+        self.m1 = FeedforwardVAE(m1_config(cfg), seed=seed) if self.variant == "m1m2" else None
+        n_x = cfg["m1_code_size"] if self.m1 is not None else int(np.prod(self.input_shape))
+        self.data_dim = n_x
         K = N_CLASSES
 
         def block(n_in, n_out, prefix, i):
@@ -172,15 +197,32 @@ class SemiSupervisedVAE(VAEBase):
         # classifier q(y|x): on the trunk (blog) or its own network from x (m2)
         self.cls, n_c = mlp(n_h if blog else n_x, cfg["classifier"], cfg["classifier_activations"], "cls")
         self.cls_out = block(n_c, K, "cls.out", 1)
-        # decoder p(x|y,z) on [z, label]
+        # decoder p(x|y,z) on [z, label]; M1's features are unbounded: a linear output
         self.dec, n_d = mlp(cfg["code_size"] + K, cfg["decoder"], cfg["decoder_activations"], "dec")
-        act = pt.sigmoid if cfg["likelihood"] == "bernoulli" else get_activation(cfg["output_activation"])
+        act = pt.sigmoid if cfg["likelihood"] == "bernoulli" else get_activation(
+            "linear" if self.m1 is not None else cfg["output_activation"])
         self.out = (*block(n_d, n_x, "dec.out", 1), act)
+
+    @property
+    def label_in_encoder(self) -> bool:
+        """Whether the encoder reads the label: ``q(z|x,y)`` (m2, m1m2) rather than ``q(z|x)``."""
+        return self.variant != "blog"
+
+    @property
+    def frozen_variables(self) -> dict:
+        """M1's weights and BN statistics (m1m2): saved with the model, never trained."""
+        return {} if self.m1 is None else {f"m1.{k}": v for k, v in self.m1.variables.items()}
 
     # ------------------------------------------------------------------ pieces
     def _flat(self, x):
+        """M2's data rows of images ``x``: the pixels, or (m1m2) M1's posterior means with
+        its population BN statistics. Rows already of the data width pass through."""
+        if x.ndim == 2:
+            return x
+        if self.m1 is not None:
+            return self.m1.encode(x, deterministic=True)[0]
         # an explicit width: numpy cannot infer a -1 dimension of an empty (0-row) batch
-        return x.reshape((x.shape[0], int(np.prod(self.input_shape)))) if x.ndim > 2 else x
+        return x.reshape((x.shape[0], self.data_dim))
 
     def _trunk(self, x, deterministic, collect):
         h = self._flat(x)
@@ -204,9 +246,9 @@ class SemiSupervisedVAE(VAEBase):
         """``(mu, log_sigma)`` of ``q(z|x)`` (blog; ``y`` ignored) or ``q(z|x,y)`` (m2; ``y``
         one-hot or class probabilities, (N, 10))."""
         x = self._flat(x)
-        if self.variant == "m2":
+        if self.label_in_encoder:
             if y is None:
-                raise ValueError("the m2 encoder q(z|x,y) needs the label y")
+                raise ValueError(f"the {self.variant} encoder q(z|x,y) needs the label y")
             x = pt.concatenate([x, y], axis=1)
         return self.gaussian_heads(self._trunk(x, deterministic, collect), deterministic, collect)
 
@@ -219,8 +261,11 @@ class SemiSupervisedVAE(VAEBase):
 
     def decode(self, z, y, deterministic: bool = False, collect: list | None = None):
         """Images (N, 1, 28, 28) from the code ``z`` and the label ``y`` ((N, 10), one-hot or
-        probabilities) concatenated after it (for the Bernoulli decoder: the pixel means)."""
+        probabilities) concatenated after it (for the Bernoulli decoder: the pixel means;
+        m1m2: M1's decoder applied to the features M2 decodes)."""
         out = self.out[2](self._decoder_preactivation(z, y, deterministic, collect))
+        if self.m1 is not None:
+            return self.m1.decode(out, deterministic=True)
         return out.reshape((out.shape[0], *self.input_shape))
 
     def alpha(self, n_train: int) -> float:
@@ -229,16 +274,19 @@ class SemiSupervisedVAE(VAEBase):
 
     # ------------------------------------------------------------------ costs
     def _decoder_terms(self, x, z, y, mu, log_sigma, deterministic, collect):
-        """``(image means, nll, KL)`` of the decoder on ``[z, y]`` against the images ``x``."""
+        """``(means, nll, KL)`` of the decoder on ``[z, y]`` against the data rows ``x`` (images
+        as (N, 1, 28, 28); m1m2: M1 features as (N, m1_code_size))."""
         a = self._decoder_preactivation(z, y, deterministic, collect)
         mean = self.out[2](a)
         if self.config["likelihood"] == "bernoulli":
             nll = costs.bernoulli_nll(x, a)  # from the logits: stable where sigmoid saturates
         else:
             nll = costs.gaussian_nll(x, mean, self.config["decoder_variance"])
-        return mean.reshape((a.shape[0], *self.input_shape)), nll, costs.gaussian_kl(mu, log_sigma)
+        shaped = mean if self.m1 is not None else mean.reshape((a.shape[0], *self.input_shape))
+        return shaped, nll, costs.gaussian_kl(mu, log_sigma)
 
-    def ssl_loss(self, x_l, y_l, x_u, eps, deterministic: bool = False, ce_weight: float = 1.0) -> dict:
+    def ssl_loss(self, x_l, y_l, x_u, eps, deterministic: bool = False, ce_weight: float = 1.0,
+                 kl_weight=None) -> dict:
         """Symbolic costs of a minibatch of labeled ``(x_l, y_l)`` (int labels) and unlabeled
         ``x_u`` images; ``eps`` has one row per image, labeled rows first. ``x_l`` (and
         ``y_l``) may be ``None``: an unlabeled-only batch.
@@ -301,15 +349,16 @@ class SemiSupervisedVAE(VAEBase):
         else:
             ce = pt.zeros((0,), dtype=xs.dtype)
         w, wu = np.float32(ce_weight), np.float32(self.config["unlabeled_weight"])
-        bound = (-pt.sum(res["elbo"][:n_l]) - wu * pt.sum(res["elbo"][n_l:])) if y1 is not None \
-            else -wu * pt.sum(res["elbo"])
+        # the negative bound; with KL warm-up (kl_weight, a symbolic scalar) its KL terms weighted
+        cost = -res["elbo"] if kl_weight is None else res["nll"] + kl_weight * res["kl"]
+        bound = (pt.sum(cost[:n_l]) + wu * pt.sum(cost[n_l:])) if y1 is not None else wu * pt.sum(cost)
         res.update(ce=ce, q_y=q, logits=logits, bn_stats=collect, loss=bound + w * pt.sum(ce))
         return res
 
-    def loss(self, x, eps, deterministic: bool = False) -> dict:
+    def loss(self, x, eps, deterministic: bool = False, kl_weight=None) -> dict:
         """Costs of an unlabeled-only batch (what the generic ELBO evaluation and the BN
-        population-statistics recomputation of :mod:`ift6266_vae.train` use)."""
-        return self.ssl_loss(None, None, x, eps, deterministic)
+        population-statistics recomputation use)."""
+        return self.ssl_loss(None, None, x, eps, deterministic, kl_weight=kl_weight)
 
     def forward_flops(self) -> int:
         return sum(2 * layer.n_in * layer.n_out for layer in self.layers.values() if isinstance(layer, Dense))

@@ -71,14 +71,15 @@ def standard_normal_log_density(z):
     return pt.sum(-0.5 * pt.sqr(z) - c, axis=1)
 
 
-def vae_costs(x, y, mu, log_sigma, variance: float = DECODER_VARIANCE):
+def vae_costs(x, y, mu, log_sigma, variance: float = DECODER_VARIANCE, kl_weight=None):
     """All cost terms of a Gaussian VAE for one minibatch.
 
     Returns a dict of symbolic values:
 
     * ``loss``: the training objective, the minibatch sum ``sum(se) / (2 variance) + sum(kl)``:
       exactly the 2015 cost ``sum(se) + sum(kl)`` at the default variance 1/2, and
-      ``-sum(elbo)`` minus a constant in general;
+      ``-sum(elbo)`` minus a constant in general; with ``kl_weight`` (KL warm-up, a symbolic
+      scalar) the KL term is ``kl_weight * sum(kl)``;
     * ``nll``, ``kl``: per-example Gaussian NLL (nats, given ``variance``) and KL;
     * ``elbo``: per-example ELBO in nats, ``-(nll + kl)``.
     """
@@ -86,7 +87,8 @@ def vae_costs(x, y, mu, log_sigma, variance: float = DECODER_VARIANCE):
     kl = gaussian_kl(mu, log_sigma)
     nll = gaussian_nll(x, y, variance)
     return {
-        "loss": pt.sum(se) * np.asarray(1.0 / (2 * variance), dtype=se.dtype) + pt.sum(kl),
+        "loss": pt.sum(se) * np.asarray(1.0 / (2 * variance), dtype=se.dtype)
+        + (pt.sum(kl) if kl_weight is None else kl_weight * pt.sum(kl)),
         "se": se,
         "nll": nll,
         "kl": kl,

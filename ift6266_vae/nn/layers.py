@@ -128,12 +128,16 @@ class LayerContainer:
     def variables(self) -> dict:
         return {v.name: v for v in self.params + self.bn_state}
 
+    @property
+    def frozen_variables(self) -> dict:
+        """Variables of a part the container holds but never trains (a pre-trained sub-model),
+        by checkpoint name; saved and loaded with the container."""
+        return {}
+
     def signature(self) -> dict:
         """Kind plus every variable's name and shape (checked when loading a checkpoint)."""
-        return {
-            "kind": self.kind,
-            "shapes": {name: list(v.get_value(borrow=True).shape) for name, v in self.variables.items()},
-        }
+        every = {**self.variables, **self.frozen_variables}
+        return {"kind": self.kind, "shapes": {name: list(v.get_value(borrow=True).shape) for name, v in every.items()}}
 
 
 class Dense(Layer):

@@ -30,6 +30,8 @@ Rules
     "Rescaling RMSProp with Nesterov momentum" of the 2015 project, with two variants:
     ``"as_published"`` (the 2015 behaviour) and ``"corrected"`` (the evidently intended
     rule); see :func:`rmsprop_nesterov`.
+``adam``
+    Adam (Kingma & Ba, 2015), the reference point of today's practice (not in 2015's code).
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "OPTIMIZERS",
     "RMSPROP_VARIANTS",
+    "adam",
     "get_optimizer",
     "optimizer_state",
     "rmsprop_nesterov",
@@ -271,6 +274,48 @@ def rmsprop_nesterov(
     return updates
 
 
+def adam(
+    loss_or_grads,
+    params: Sequence[SharedVariable],
+    learning_rate: ScalarLike = 1e-3,
+    beta1: float = 0.9,
+    beta2: float = 0.999,
+    epsilon: float = 1e-8,
+) -> OrderedDict:
+    """Adam (Kingma & Ba, 2015, Algorithm 1), a modern reference point, not a 2015 rule.
+
+    With ``t`` the number of updates so far (state ``adam.t``, starts at 0) and, per
+    parameter, the first and second moment estimates ``m`` and ``v`` (states
+    ``f"{p.name}.adam_m"`` and ``f"{p.name}.adam_v"``, start at 0)::
+
+        t_new = t + 1
+        m_new = beta1 * m + (1 - beta1) * g
+        v_new = beta2 * v + (1 - beta2) * g**2
+        p_new = p - lr * (m_new / (1 - beta1**t_new)) / (sqrt(v_new / (1 - beta2**t_new)) + epsilon)
+    """
+    params = _check_params(params)
+    grads = _grads(loss_or_grads, params)
+    updates: OrderedDict = OrderedDict()
+    dtype = pytensor.scalar.upcast(*[p.dtype for p in params])
+    t = pytensor.shared(np.asarray(0.0, dtype=dtype), name="adam.t")
+    t.tag.optimizer_state = True
+    t_new = t + np.asarray(1.0, dtype=dtype)
+    updates[t] = t_new
+    for i, (p, g) in enumerate(zip(params, grads)):
+        def c(x, dtype=p.dtype):
+            return pt.constant(np.asarray(x, dtype=dtype))
+
+        m, v = _state(p, "adam_m", i), _state(p, "adam_v", i)
+        m_new = c(beta1) * m + c(1.0 - beta1) * g
+        v_new = c(beta2) * v + c(1.0 - beta2) * pt.sqr(g)
+        tt = pt.cast(t_new, p.dtype)
+        m_hat = m_new / (c(1.0) - c(beta1) ** tt)
+        v_hat = v_new / (c(1.0) - c(beta2) ** tt)
+        updates[m], updates[v] = m_new, v_new
+        updates[p] = p - _as_scalar(learning_rate, p.dtype, "learning_rate") * m_hat / (pt.sqrt(v_hat) + c(epsilon))
+    return updates
+
+
 # --------------------------------------------------------------------------- registry
 
 #: Name -> update rule.
@@ -278,6 +323,7 @@ OPTIMIZERS: dict[str, Callable[..., OrderedDict]] = {
     "sgd": sgd,
     "sgd_nesterov": sgd_nesterov,
     "rmsprop_nesterov": rmsprop_nesterov,
+    "adam": adam,
 }
 
 
@@ -289,6 +335,8 @@ RULES = {
     "rescale": Float(gt=0),
     "epsilon": Float(gt=0),
     "variant": Choice(*RMSPROP_VARIANTS),
+    "beta1": Float(ge=0, lt=1),
+    "beta2": Float(ge=0, lt=1),
 }
 
 

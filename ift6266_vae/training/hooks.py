@@ -62,10 +62,14 @@ class TrainingHooks:
     def __init__(self, cfg: dict):
         self.cfg = cfg
 
+    def prepare(self, workdir: Path) -> None:
+        """What must exist before the model is built (e.g. a pre-trained part); nothing here."""
+
     def functions(self, model, splits: dict) -> ModelFunctions:
         t = self.cfg["train"]
         return kind_of(self.cfg["model"]).functions(model, t["backend"], optim_config=self.cfg["optim"],
-                                                    batch_size=t["batch_size"])
+                                                    batch_size=t["batch_size"],
+                                                    kl_warmup=t["kl_warmup_epochs"] > 0)
 
     def n_batches(self, splits: dict) -> int:
         return len(splits["train"][0]) // self.cfg["train"]["batch_size"]

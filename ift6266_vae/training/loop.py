@@ -96,6 +96,7 @@ class Run:
                 log.info("nothing to resume in %s: starting a new run", self.workdir)
             for path in (self.workdir / "config.json", self.workdir / "metrics.json", self.history_path, self.best_path):
                 path.unlink(missing_ok=True)
+        self.hooks.prepare(self.workdir)
         self.dataset, self.splits = load_splits(cfg)
         self.model = models.build(cfg["model"], seed=cfg["seed"])
         self.fns = self.hooks.functions(self.model, self.splits)
@@ -161,9 +162,18 @@ class Run:
         scored = [(sign * h[self.best_key], -h["epoch"]) for h in self.history if h.get(self.best_key) is not None]
         return -max(scored)[1] if scored else None
 
+    def kl_weight(self, epoch: int) -> float:
+        """The KL weight of ``epoch`` (1-based) under warm-up: ``(epoch - 1) / N`` for the first
+        ``N = train.kl_warmup_epochs`` epochs, then 1 (a function of the epoch alone, so a
+        resumed run continues the schedule)."""
+        n = self.tcfg["kl_warmup_epochs"]
+        return 1.0 if n == 0 else min(1.0, (epoch - 1) / n)
+
     def _epoch(self, epoch: int) -> dict:
         tcfg, fns = self.tcfg, self.fns
         train_s = self.train_s
+        if fns.kl_weight is not None:
+            fns.kl_weight.set_value(np.float32(self.kl_weight(epoch)))
         n_batches = self.hooks.n_batches(self.splits)
         sums = np.zeros(3)
         bar = tqdm(self.hooks.epoch_batches(self.splits, self.rng, self.model), total=n_batches,
@@ -199,6 +209,8 @@ class Run:
             "valid_elbo": valid["elbo"],
             "valid_kl": valid["kl"],
         }
+        if fns.kl_weight is not None:
+            rec["kl_weight"] = self.kl_weight(epoch)
         for cb in self.callbacks:
             rec.update(cb(fns, rec, self.splits) or {})
         self.history.append(rec)

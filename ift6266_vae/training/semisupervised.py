@@ -21,14 +21,26 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import data, plots
+from .. import checkpoints, data, plots
+from .. import config as config_mod
 from ..errors import UserError
+from ..io import file_lock
 from ..models.compiled import SSLFunctions
-from ..models.semisupervised import N_CLASSES, VARIANTS, default_alpha
+from ..models.semisupervised import N_CLASSES, VARIANTS, default_alpha, m1_config
 from ..nn.layers import FLOATX
 from .hooks import TrainingHooks, save_grid
+from .loop import train_and_evaluate
 
 log = logging.getLogger(__name__)
+
+#: what the test ELBO of metrics.json is, per variant
+ELBO_NOTES = {
+    "m2": "m2: the ELBO of an unlabeled digit, label marginalised (a bound on log p(x))",
+    "blog": "blog: minus the blogged cost with the label part of the code set to Y' (no KL on it: not a bound "
+            "on log p(x))",
+    "m1m2": "m1m2: M2's bound on M1's features of an unlabeled digit, label marginalised (a bound on the "
+            "density of the features, not of the images)",
+}
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n: int = N_CLASSES) -> np.ndarray:
@@ -84,12 +96,37 @@ class SemiSupervisedHooks(TrainingHooks):
         return alpha / max(self.n_labels, 1)
 
     # TrainingHooks ---------------------------------------------------------
+    def prepare(self, workdir: Path) -> None:
+        """m1m2: M1 must be trained first (once per run folder tree: the runs of a label-count
+        sweep share it through ``model.m1_checkpoint``). The first run that needs it trains it;
+        the others wait, then reuse it."""
+        m = self.cfg["model"]
+        if m["variant"] != "m1m2":
+            return
+        self.m1_path = Path(m["m1_checkpoint"]) if m["m1_checkpoint"] else workdir / "m1" / "checkpoint.h5"
+        m1_dir = self.m1_path.parent
+        m1_dir.parent.mkdir(parents=True, exist_ok=True)
+        with file_lock(m1_dir.with_name(m1_dir.name + ".lock"), "the M1 folder", wait=True):
+            if not (m1_dir / "metrics.json").exists():
+                log.info("m1m2: training M1 in %s", m1_dir)
+                train_and_evaluate(self.m1_run_config(), m1_dir, resume=self.m1_path.exists())
+
+    def m1_run_config(self) -> dict:
+        """The run config of M1: the feedforward VAE of ``m1_config``, trained on every training
+        digit with this run's data, optimizer and training budget (no labels involved)."""
+        cfg = self.cfg
+        train = {k: v for k, v in cfg["train"].items() if k not in ("early_stopping", "kl_warmup_epochs")}
+        return config_mod.resolve({"name": "m1", "seed": cfg["seed"], "data": cfg["data"],
+                                   "model": m1_config(cfg["model"]), "optim": cfg["optim"], "train": train})
+
     def functions(self, model, splits: dict) -> SSLFunctions:
         t = self.cfg["train"]
         self.split(splits)
+        if model.m1 is not None:  # M1's weights and population BN statistics, frozen under M2
+            checkpoints.load_into(self.m1_path, model.m1)
         # N, the number of training examples (after max_train_examples), sets m2's alpha
         return SSLFunctions(model, t["backend"], optim_config=self.cfg["optim"], batch_size=t["batch_size"],
-                            ce_weight=self.ce_weight(len(splits["train"][1])))
+                            kl_warmup=t["kl_warmup_epochs"] > 0, ce_weight=self.ce_weight(len(splits["train"][1])))
 
     def n_batches(self, splits: dict) -> int:
         lab, unl = self.split(splits)
@@ -175,10 +212,7 @@ class SemiSupervisedHooks(TrainingHooks):
             if len(unl) else None,
             "confusion_matrix": cm.tolist(),
             "confusion_axes": "rows: true class, columns: predicted class (test split)",
-            "elbo_note": ("m2: the ELBO of an unlabeled digit, label marginalised (a bound on log p(x))"
-                          if self.cfg["model"]["variant"] == "m2" else
-                          "blog: minus the blogged cost with the label part of the code set to Y' "
-                          "(no KL on it: not a bound on log p(x))"),
+            "elbo_note": ELBO_NOTES[self.cfg["model"]["variant"]],
         }
         if self.cfg["model"]["check_samples"]:
             out["class_conditional_samples"] = self._check_samples(fns, metrics["dataset"])

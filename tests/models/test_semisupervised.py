@@ -223,3 +223,35 @@ def test_architecture_of_both_variants():
     assert m2["enc.dense1.W"] == [794, 16] and m2["cls.dense1.W"] == [784, 16] and m2["cls.out.dense1.W"] == [8, 10]
     for s in (blog, m2):
         assert s["dec.dense1.W"] == [CODE + 10, 8]  # the label is concatenated after the code
+
+
+# ----------------------------------------------------------------------- m1m2
+def test_m1m2_is_m2_on_m1_posterior_means():
+    """M2 on M1's features: the bound of the m1m2 model on images equals M2's bound on the
+    rows of that width (M1's posterior means, with its population BN statistics); images
+    decode through M1's decoder; M1 is frozen (not trained) and saved with the model."""
+    import pytensor
+    import pytensor.tensor as pt
+
+    model = models.build({**TINY, "variant": "m1m2", "m1_hidden": [12], "m1_code_size": 6}, seed=1)
+    randomize_bn_state(model, 2)
+    randomize_bn_state(model.m1, 3)
+    x, eps = images(6, 4), noise(6, 5)
+    labels = np.array([3, 1], dtype=np.int64)
+    xi, yi, ui, ei = pt.tensor4("x"), pt.lvector("y"), pt.tensor4("u"), pt.matrix("e")
+    on_images = pytensor.function([xi, yi, ui, ei], [model.ssl_loss(xi, yi, ui, ei, True)[k] for k in
+                                                     ("elbo", "nll", "kl", "loss")], mode="FAST_COMPILE")
+    feats = pytensor.function([xi], model.m1.encode(xi, deterministic=True)[0], mode="FAST_COMPILE")(x)
+    assert feats.shape == (6, 6)
+    fl, fu = pt.matrix("fl"), pt.matrix("fu")
+    on_rows = pytensor.function([fl, yi, fu, ei], [model.ssl_loss(fl, yi, fu, ei, True)[k] for k in
+                                                   ("elbo", "nll", "kl", "loss")], mode="FAST_COMPILE")
+    for a, b in zip(on_images(x[:2], labels, x[2:], eps), on_rows(feats[:2], labels, feats[2:], eps)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
+    z, onehot_y = pt.matrix("z"), pt.matrix("onehot_y")
+    decoded = pytensor.function([z, onehot_y], model.decode(z, onehot_y, True), mode="FAST_COMPILE")(
+        noise(3, 7), np.eye(10, dtype="float32")[:3])
+    assert decoded.shape == (3, 1, 28, 28)
+    m1_vars = set(model.m1.variables.values())
+    assert not m1_vars & set(model.params) and not m1_vars & set(model.bn_state)
+    assert set(model.frozen_variables) == {f"m1.{k}" for k in model.m1.variables}

@@ -282,6 +282,39 @@ def test_rmsprop_rescaling_active_for_large_norm():
         assert np.all(np.abs(gd) < np.abs(g))
 
 
+# ----------------------------------------------------------------- adam
+
+
+def test_adam_first_step_by_hand():
+    """One step from zero moments, worked by hand: m = 0.1 g, v = 0.001 g^2, the bias
+    corrections give m_hat = g and v_hat = g^2, so p moves by lr * g / (|g| + eps)."""
+    p = pytensor.shared(np.array([1.0, -2.0, 0.5], dtype=np.float32), name="w")
+    g = pt.vector("g", dtype="float32")
+    f = pytensor.function([g], [], updates=optim.adam([g], [p], learning_rate=0.1), mode=MODE)
+    f(np.array([0.5, -4.0, 0.0], dtype=np.float32))
+    # 1 - 0.1 * 0.5 / (0.5 + 1e-8); -2 - 0.1 * (-4) / (4 + 1e-8); a zero gradient does not move
+    np.testing.assert_allclose(p.get_value(), [0.9, -1.9, 0.5], rtol=1e-6)
+
+
+def test_adam_matches_the_reference_formula_over_steps():
+    params, ref_p = make_params(21)
+    f, updates = compile_with_grads(optim.adam, params, learning_rate=0.01, beta1=0.8, beta2=0.95, epsilon=1e-6)
+    rng = np.random.default_rng(22)
+    m = [np.zeros_like(q) for q in ref_p]
+    v = [np.zeros_like(q) for q in ref_p]
+    for t in range(1, N_STEPS + 1):
+        gs = random_grads(rng)
+        f(*gs)
+        for i, g in enumerate(gs):
+            m[i] = 0.8 * m[i] + 0.2 * g
+            v[i] = 0.95 * v[i] + 0.05 * g.astype(np.float64) ** 2
+            ref_p[i] = ref_p[i] - 0.01 * (m[i] / (1 - 0.8 ** t)) / (np.sqrt(v[i] / (1 - 0.95 ** t)) + 1e-6)
+    assert_close(values(params), ref_p)
+    state = {v.name: v for v in optim.optimizer_state(updates)}
+    assert state["adam.t"].get_value() == N_STEPS
+    assert sorted(state) == sorted(["adam.t"] + [f"{n}.{s}" for n in SHAPES for s in ("adam_m", "adam_v")])
+
+
 # ----------------------------------------------------------------- state, registry, errors
 
 
@@ -329,7 +362,7 @@ def test_get_optimizer_registry_and_partial():
 
 def test_unknown_names_raise_value_error():
     with pytest.raises(ValueError, match="rmsprop_nesterov.*sgd_nesterov"):
-        optim.get_optimizer("adam")
+        optim.get_optimizer("lbfgs")
     with pytest.raises(ValueError, match="as_published, corrected"):
         optim.get_optimizer("rmsprop_nesterov", variant="fixed")
     with pytest.raises(ValueError, match="beta1"):

