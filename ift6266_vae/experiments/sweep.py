@@ -54,6 +54,9 @@ class Task:
     run_dir: Path
     callbacks: Callable[[dict], list] | None = None
 
+    def __post_init__(self):
+        object.__setattr__(self, "run_dir", Path(self.run_dir))
+
 
 def run_task(task: Task) -> dict:
     """Run (or reuse) one task where it is called: ``{"metrics", "error", "reused", "seconds"}``."""
@@ -75,21 +78,27 @@ def _failed(e: BaseException) -> dict:
             "reused": False, "seconds": None}
 
 
-def run_sweep(tasks, scheduler: str | None = None, workers: int | None = None, desc: str = "sweep",
-              connect_timeout: float = 10.0) -> dict[str, dict]:
+def run_sweep(tasks, reuse: bool = False, scheduler: str | None = None, workers: int | None = None,
+              desc: str = "sweep", connect_timeout: float = 10.0) -> dict[str, dict]:
     """Run every task on the cluster; returns ``{task id: record}`` in the tasks' order, a
     record being :func:`run_task`'s (``metrics`` None and ``error`` set for a failed run).
 
+    ``reuse``: keep the finished runs and continue the interrupted ones; without it, run
+    folders that already hold a run are refused before anything starts.
     ``scheduler``: the address of an existing cluster's scheduler (one that does not answer
     within ``connect_timeout`` seconds is a :class:`UserError`, nothing is started);
     otherwise an embedded local cluster of ``workers`` processes (default: one per core).
     Ctrl-C stops the sweep: finished runs are kept in their folders, interrupted ones
-    continue from their checkpoints when the sweep is run again."""
+    continue from their checkpoints when the sweep is run again with ``reuse``."""
     tasks = list(tasks)
     for what in ("id", "run_dir"):
         values = [getattr(t, what) for t in tasks]
         if len(set(values)) != len(values):
             raise ValueError(f"the sweep's tasks must have distinct {what}s")
+    held = [t.run_dir for t in tasks if (t.run_dir / "checkpoint.h5").exists() or (t.run_dir / "metrics.json").exists()]
+    if held and not reuse:
+        raise UserError(f"{held[0]} already holds a run" + (f" (and {len(held) - 1} more)" if len(held) > 1 else "")
+                        + "; keep and continue them with --reuse, or choose another --workdir")
     if scheduler is not None and workers is not None:
         raise UserError("--workers sizes the local cluster; an existing cluster (--scheduler) has its own workers")
     records: dict[str, dict] = {}

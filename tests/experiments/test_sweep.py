@@ -99,8 +99,10 @@ def test_a_failing_run_is_reported_and_the_others_finish(swept):
 
 
 def test_a_second_sweep_reuses_the_finished_runs(swept, tasks, cluster):
+    with pytest.raises(UserError, match="already holds a run .and 1 more.; keep and continue them with --reuse"):
+        sweep.run_sweep(tasks, scheduler=cluster.scheduler_address)
     stamps = {t.id: (t.run_dir / "metrics.json").stat().st_mtime_ns for t in tasks[:2]}
-    again = sweep.run_sweep(tasks, scheduler=cluster.scheduler_address)
+    again = sweep.run_sweep(tasks, reuse=True, scheduler=cluster.scheduler_address)
     assert [again[t.id]["reused"] for t in tasks] == [True, True, False]
     assert {k: again[k]["metrics"] for k in stamps} == {k: swept[k]["metrics"] for k in stamps}
     assert stamps == {t.id: (t.run_dir / "metrics.json").stat().st_mtime_ns for t in tasks[:2]}
