@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -50,7 +51,8 @@ def setup_logging(level: int | str = logging.INFO) -> None:
         datefmt="%H:%M:%S",
     )
     logging.getLogger("pytensor").setLevel(logging.WARNING)
-    logging.getLogger("distributed").setLevel(logging.WARNING)  # the sweeps' Dask cluster
+    # Dask sets its own loggers' levels when it is imported (by a sweep): read from its config
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
 
 
 def _cmd_data(args):

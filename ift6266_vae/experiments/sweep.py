@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Callable
 
 from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from ..errors import UserError
 from .runs import finished_metrics, run_or_reuse
@@ -102,11 +103,11 @@ def run_sweep(tasks, reuse: bool = False, scheduler: str | None = None, workers:
     if scheduler is not None and workers is not None:
         raise UserError("--workers sizes the local cluster; an existing cluster (--scheduler) has its own workers")
     records: dict[str, dict] = {}
-    with _client(scheduler, workers, connect_timeout) as client:
+    with _client(scheduler, workers, connect_timeout) as client, logging_redirect_tqdm(), \
+            tqdm(total=len(tasks), desc=desc, unit="run") as bar:
         from distributed import wait
 
         futures = {client.submit(run_task, t, pure=False): t for t in tasks}
-        bar = tqdm(total=len(tasks), desc=desc, unit="run")
         pending = set(futures)
         try:
             while pending:
@@ -120,14 +121,13 @@ def run_sweep(tasks, reuse: bool = False, scheduler: str | None = None, workers:
                     log.info("run %s: %s", task.id, _summary(rec))
                     bar.update()
                 failed = sum(r["error"] is not None for r in records.values())
-                bar.set_postfix(finished=len(records) - failed, running=_running(client, pending), failed=failed)
+                bar.set_postfix_str(f"finished {len(records) - failed}, running {_running(client, pending)}, "
+                                    f"failed {failed}")
         except KeyboardInterrupt:
             log.warning("interrupted: the %d finished runs are kept; the others continue from their checkpoints "
                         "when the sweep is run again with --reuse", len(records))
             client.cancel(list(pending))
             raise
-        finally:
-            bar.close()
     return {t.id: records[t.id] for t in tasks}
 
 
@@ -143,7 +143,7 @@ def _summary(rec: dict) -> str:
     if rec["error"] is not None:
         return f"failed: {rec['error']}"
     m = rec["metrics"]
-    parts = [f"{m.get('epochs_trained')} epochs"]
+    parts = [f"epochs {m.get('epochs_trained')}"]
     if isinstance(m.get("test"), dict) and m["test"].get("elbo") is not None:
         parts.append(f"test ELBO {m['test']['elbo']:.2f}")
     if m.get("test_error") is not None:
@@ -229,13 +229,18 @@ def _client(scheduler, workers, connect_timeout):
     except ImportError:
         raise UserError(f"sweeps run on Dask, which is not installed: {INSTALL}") from None
     with contextlib.ExitStack() as stack:
-        if scheduler is None:
+        local = scheduler is None
+        if local:
             scheduler = stack.enter_context(local_cluster(workers))
         try:
             client = stack.enter_context(Client(scheduler, timeout=connect_timeout))
         except Exception as e:  # refused, timed out, a bad address, or not a Dask scheduler
             raise UserError(f"no Dask scheduler answers at {scheduler} ({' '.join(str(e).split())}); start one "
                             "(`dask scheduler`) or check the address") from None
+        if not local:
+            threads = client.nthreads()
+            log.info("Dask cluster at %s: %d workers, %d threads%s", scheduler, len(threads), sum(threads.values()),
+                     "" if threads else " (the runs wait for workers to join)")
         if client.scheduler_info().get("services", {}).get("dashboard"):
             log.info("Dask dashboard: %s", client.dashboard_link)
         yield client
