@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import logging
 import re
 from pathlib import Path
 
@@ -19,9 +18,6 @@ from .. import config as config_mod
 from ..errors import UserError
 from ..io import write_json, write_text
 from .sweep import Task, run_sweep
-
-log = logging.getLogger(__name__)
-
 
 def parse_grid(items) -> dict[str, list]:
     """``--set key=v1,v2,...`` items as ``{key: [values]}``."""
@@ -56,6 +52,8 @@ def grid_tasks(config_name: str, workdir, seeds=None, grid: dict | None = None) 
     """One task per point of ``grid`` x ``seeds`` (default: the config's seed), each config
     checked (a bad key or value is a :class:`UserError` before anything runs)."""
     workdir, grid = Path(workdir), grid or {}
+    if "seed" in grid:
+        raise UserError("give the seeds with --seeds, not --set seed=...")
     base = config_mod.load(config_name)
     varied = [k for k, vs in grid.items() if len(vs) > 1]
     tasks = []

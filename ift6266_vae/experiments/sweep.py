@@ -197,7 +197,9 @@ def dask_setup(worker) -> None:
 def local_cluster(workers: int | None = None, dashboard: bool = True):
     """An embedded ``LocalCluster`` of ``workers`` processes (default: one per core), each
     running one run at a time with ``cores // workers`` threads pinned to its own cores.
-    Its workers use this process's data folder and show no progress bars of their own."""
+    Its workers use this process's data folder and show no progress bars of their own.
+    ``dashboard``: its web server (and dashboard, with bokeh) on Dask's usual port 8787;
+    False: on any free port."""
     from distributed import LocalCluster
 
     from .. import data
@@ -211,7 +213,7 @@ def local_cluster(workers: int | None = None, dashboard: bool = True):
     os.environ.update(env)
     try:
         with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, preload=[__name__],
-                             dashboard_address=":8787" if dashboard else None, silence_logs=logging.WARNING) as cluster:
+                          dashboard_address=":8787" if dashboard else ":0", silence_logs=logging.WARNING) as cluster:
             log.info("local Dask cluster: %d workers x %d thread%s", n, threads, "s" if threads > 1 else "")
             yield cluster
     finally:

@@ -34,6 +34,8 @@ def test_grid_tasks_one_checked_config_and_folder_per_point(tmp_path):
     assert [t.id for t in grid.grid_tasks("week9", tmp_path)] == ["seed1234"]  # no grid: the config's seed
     with pytest.raises(UserError, match="train.epochs"):
         grid.grid_tasks("week9", tmp_path, grid={"train.epochs": [2, "many"]})
+    with pytest.raises(UserError, match="--seeds"):
+        grid.grid_tasks("week9", tmp_path, grid={"seed": [1, 2]})
 
 
 def test_the_sweep_command_writes_the_table_and_reuses_its_runs(tmp_path, embedded_data, inproc_scheduler, capsys):
