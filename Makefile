@@ -66,11 +66,16 @@ week9: $(STAMP) $(DATA_STAMP)
 week10: $(STAMP) $(DATA_STAMP)
 	$(CLI) week10-table --workdir runs/week10 --labels 100 --seeds 1234 --reuse
 
-# The label-count table: 100/600/1000/3000 labels x seeds 1 2 3 x blog, m2 (24 runs,
-# ~6 h at the config's 12 min each; `make week10-table W10_BUDGET=3` for 3 min each).
+# The label-count table: 100/600/1000/3000 labels x seeds 1 2 3 x blog, m2 (24 runs of the
+# config's 12 min each, one run per core at a time on a local Dask cluster: ~2.6 h on 2 cores;
+# `make week10-table W10_BUDGET=3` for 3 min each; W10_WORKERS=1 runs them one at a time;
+# W10_SCHEDULER=tcp://HOST:8786 on an existing Dask cluster, docs/sweeps.md).
 W10_BUDGET ?=
+W10_WORKERS ?=
+W10_SCHEDULER ?=
 week10-table: $(STAMP) $(DATA_STAMP)
-	$(CLI) week10-table --workdir runs/week10-table --reuse $(if $(W10_BUDGET),--budget $(W10_BUDGET))
+	$(CLI) week10-table --workdir runs/week10-table --reuse $(if $(W10_BUDGET),--budget $(W10_BUDGET)) \
+	  $(if $(W10_WORKERS),--workers $(W10_WORKERS)) $(if $(W10_SCHEDULER),--scheduler $(W10_SCHEDULER))
 
 week11: $(STAMP) $(DATA_STAMP)
 	$(CLI) study --workdir runs/week11 --reuse

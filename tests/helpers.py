@@ -62,3 +62,17 @@ def tiny_run(shared_dir: Path, name: str, cfg: dict):
 
     wd = once(shared_dir, name, lambda path: train_and_evaluate(cfg, path / "run"))
     return wd / "run", json.loads((wd / "run" / "metrics.json").read_text())
+
+
+def kill_worker_once(cfg: dict, marker) -> list:
+    """Callbacks (for ``sweep.Task.callbacks``) that end the process running the run during
+    its epoch 2, after the checkpoint of epoch 1, the first time only (``marker`` is the
+    file that remembers it): a Dask worker lost mid-run."""
+    import os
+
+    def cb(fns, rec, splits):
+        if rec["epoch"] == 2 and not Path(marker).exists():
+            Path(marker).touch()
+            os._exit(1)
+
+    return [cb]

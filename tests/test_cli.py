@@ -111,6 +111,14 @@ BAD = [
      "config key 'train.epochs': must be an integer >= 0, got 'many'"),
     ("--set without a value", None, "train --config week9 --set train.epochs", "expected key.path=value"),
     ("--set under a value", None, "train --config week9 --set train.epochs.x=1", "is a value, not a section"),
+    ("sweep --set without values", None, "sweep --set train.epochs=", "expected key.path=value[,value...]"),
+    ("sweep with a bad grid value", None, "sweep --set train.epochs=2,many",
+     "config key 'train.epochs': must be an integer >= 0, got 'many'"),
+    ("sweep --workers 0", None, "sweep --workers 0", "argument --workers"),
+    ("sweep --workers with --scheduler", None, "sweep --workers 2 --scheduler tcp://127.0.0.1:1",
+     "--workers sizes the local cluster"),
+    ("a scheduler address without a port", None, "week10-table --scheduler nowhere",
+     "no Dask scheduler answers at nowhere"),
 ]
 
 

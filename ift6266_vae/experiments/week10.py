@@ -7,14 +7,12 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
-
 from .. import config as config_mod
 from .. import data
 from ..errors import UserError
 from ..io import write_json, write_text
 from ..models.semisupervised import VARIANTS
-from .runs import run_or_reuse
+from .sweep import Task, run_sweep
 
 log = logging.getLogger(__name__)
 
@@ -43,41 +41,49 @@ def week10_config(name: str = "week10", labels: int | None = None, variant: str 
 
 
 def run_table(workdir, labels=TABLE_LABELS, seeds=(1, 2, 3), variants=VARIANTS,
-              base_config: str = "week10", overrides: dict | None = None, reuse: bool = False) -> dict:
-    """Train every (variant, labels, seed) and write ``table.md`` / ``table.json``: the test
-    error, mean ± standard deviation over seeds, of the final model and of the model of the
-    best epoch by validation error (``best.h5``, what Kingma et al.'s code reported), next to
-    the paper's numbers."""
+              base_config: str = "week10", overrides: dict | None = None, reuse: bool = False,
+              scheduler: str | None = None, workers: int | None = None) -> dict:
+    """Train every (variant, labels, seed) as one sweep (:func:`~.sweep.run_sweep`: on a local
+    Dask cluster of ``workers`` processes, or on the cluster of ``scheduler``) and write
+    ``table.md`` / ``table.json``: the test error, mean ± standard deviation over the seeds
+    that finished, of the final model and of the model of the best epoch by validation
+    error (``best.h5``, what Kingma et al.'s code reported), next to the paper's numbers.
+    A failed run is listed with its error."""
     workdir = Path(workdir)
     if not seeds:
         raise UserError("the table needs at least one seed")
+    tasks, dataset = [], None
+    for variant in variants:
+        for n in labels:
+            for seed in seeds:
+                cfg = week10_config(base_config, labels=n, variant=variant, overrides={"seed": seed, **(overrides or {})})
+                if variant == "m1m2":  # one M1 per seed, shared by every label count (trained by the first run)
+                    cfg["model"]["m1_checkpoint"] = str(workdir / "m1" / f"seed{seed}" / "checkpoint.h5")
+                dataset = data.resolve_name(cfg["data"]["name"])
+                cfg["name"] = f"week10-{variant}-{n}-seed{seed}"
+                tasks.append(Task(f"{variant}-{n}/seed{seed}", cfg, workdir / f"{variant}-{n}" / f"seed{seed}"))
+    results = run_sweep(tasks, reuse, scheduler, workers, desc="week-10 table")
     rows = []
-    dataset = None
-    bar = tqdm(total=len(variants) * len(labels) * len(seeds), desc="week-10 table", unit="run")
     for variant in variants:
         for n in labels:
             runs = []
             for seed in seeds:
-                bar.set_postfix_str(f"{variant}, {n} labels, seed {seed}")
-                cfg = week10_config(base_config, labels=n, variant=variant, overrides={"seed": seed, **(overrides or {})})
-                if variant == "m1m2":  # one M1 per seed, shared by every label count
-                    cfg["model"]["m1_checkpoint"] = str(workdir / "m1" / f"seed{seed}" / "checkpoint.h5")
-                dataset = data.resolve_name(cfg["data"]["name"])
-                cfg["name"] = f"week10-{variant}-{n}-seed{seed}"
-                run_dir = workdir / f"{variant}-{n}" / f"seed{seed}"
-                log.info("table: %s with %d labels, seed %d", variant, n, seed)
-                metrics = run_or_reuse(cfg, run_dir, reuse)
-                bar.update()
+                rec = results[f"{variant}-{n}/seed{seed}"]
+                run = {"seed": seed, "dir": str(workdir / f"{variant}-{n}" / f"seed{seed}")}
+                metrics = rec["metrics"]
+                if metrics is None:
+                    runs.append({**run, "error": rec["error"]})
+                    continue
                 best = metrics.get("best") or {}
-                runs.append({"seed": seed, "test_error": metrics["test_error"], "epochs": metrics["epochs_trained"],
+                runs.append({**run, "test_error": metrics["test_error"], "epochs": metrics["epochs_trained"],
                              "best_test_error": best.get("test_error"), "best_epoch": best.get("epoch"),
-                             "train_step_s": metrics["train_step_s"], "dir": str(run_dir)})
-            row = {"variant": variant, "labels": n, "n_seeds": len(runs), "runs": runs,
-                   **_mean_std([r["test_error"] for r in runs])}
-            if all(r["best_test_error"] is not None for r in runs):
-                row["best"] = _mean_std([r["best_test_error"] for r in runs])
+                             "train_step_s": metrics["train_step_s"]})
+            done = [r for r in runs if "error" not in r]
+            row = {"variant": variant, "labels": n, "n_seeds": len(done), "runs": runs,
+                   **_mean_std([r["test_error"] for r in done])}
+            if done and all(r["best_test_error"] is not None for r in done):
+                row["best"] = _mean_std([r["best_test_error"] for r in done])
             rows.append(row)
-    bar.close()
     base = week10_config(base_config, overrides=overrides)
     table = {"dataset": dataset, "n_train": len(data.load(dataset, "train")[1]), "paper": PAPER,
              "budget_minutes": base["train"]["time_budget_minutes"], "rows": rows}
@@ -87,12 +93,15 @@ def run_table(workdir, labels=TABLE_LABELS, seeds=(1, 2, 3), variants=VARIANTS,
 
 
 def _mean_std(errors) -> dict:
+    """Mean and standard deviation (percent) of the errors; None for no errors."""
+    if not errors:
+        return {"mean": None, "std": None}
     e = 100 * np.asarray(errors, dtype=float)
     return {"mean": float(e.mean()), "std": float(e.std(ddof=1)) if len(e) > 1 else 0.0}
 
 
 def _cell(r: dict | None, n_seeds: int) -> str:
-    if r is None:
+    if r is None or r["mean"] is None:
         return "-"
     return f"{r['mean']:.2f} (1 seed)" if n_seeds == 1 else f"{r['mean']:.2f} ± {r['std']:.2f} ({n_seeds} seeds)"
 
@@ -123,4 +132,8 @@ def table_markdown(table: dict) -> str:
     for name, vals in table["paper"].items():
         lines.append(f"| {name} (Kingma et al. 2014, Table 1) | mnist (50k) | "
                      + " | ".join(f"{vals[n]:.2f}" if n in vals else "-" for n in counts) + " |")
+    failed = [(r, run) for r in table["rows"] for run in r["runs"] if "error" in run]
+    if failed:
+        lines += ["", "Failed runs (not in the means; `--reuse` runs them again):", ""]
+        lines += [f"- {r['variant']}, {r['labels']} labels, seed {run['seed']}: {run['error']}" for r, run in failed]
     return "\n".join(lines) + "\n"

