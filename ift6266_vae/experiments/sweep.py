@@ -41,7 +41,7 @@ from .runs import finished_metrics, run_or_reuse
 log = logging.getLogger(__name__)
 
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
-INSTALL = "pip install 'ift6266_vae[dask]'"
+INSTALL = "pip install 'dask[distributed]'"  # a dependency of the package: a broken environment
 
 
 @dataclass(frozen=True)
