@@ -111,6 +111,8 @@ BAD = [
      "config key 'train.epochs': must be an integer >= 0, got 'many'"),
     ("--set without a value", None, "train --config week9 --set train.epochs", "expected key.path=value"),
     ("--set under a value", None, "train --config week9 --set train.epochs.x=1", "is a value, not a section"),
+    ("profile with fewer than 5 rounds", None, "profile --rounds 3", "--rounds"),
+    ("profile-compare of a folder without a report", None, "profile-compare {tmp} {tmp}", "no profiling report"),
 ]
 
 
