@@ -330,7 +330,7 @@ def gemm_gflops(n: int = 2048, reps: int = 5) -> dict:
 @dataclass
 class CompiledStep:
     """A compiled function and its arguments, ready to be timed: ``reset()`` puts back the
-    values its updates change (outside any timer), a call runs it once."""
+    values its updates change (never inside a timer), a call runs it once."""
 
     fn: object
     args: list
@@ -380,17 +380,20 @@ def interleaved_times(steps: dict, rounds: int = 7, warmup: int = 1, seed: int =
     """Time compiled steps in interleaved rounds: every step once per round, the order
     shuffled per round (seeded), ``warmup`` untimed calls of each first.
 
-    Each call starts from the same values (``reset()`` before it, untimed) and must return
-    finite values. With ``time_budget_s``, fewer rounds (never below ``min_rounds``) are run
-    when the warm-up pass shows that ``rounds`` would not fit. Returns ``{"ms": {name: [ms of
-    round 0, round 1, ...]}, "orders": [...], "rounds": n}``: the lists are aligned by round,
-    so ratios of two steps can be taken round by round.
+    Every step is ``reset()`` once before the warm-up and once at the end; in between, a
+    train step keeps updating its parameters as in training (restoring them before each call
+    would time a host-to-device copy on JAX), and every call must return finite values.
+    With ``time_budget_s``, fewer rounds (never below ``min_rounds``) are run when the
+    warm-up pass shows that ``rounds`` would not fit. Returns ``{"ms": {name: [ms of round 0,
+    round 1, ...]}, "orders": [...], "rounds": n}``: the lists are aligned by round, so ratios
+    of two steps can be taken round by round.
     """
     names = list(steps)
+    for name in names:
+        steps[name].reset()
     t0 = time.perf_counter()
     for _ in range(warmup):
         for name in names:
-            steps[name].reset()
             _check_finite(name, steps[name]())
     if time_budget_s is not None and warmup:
         per_round = (time.perf_counter() - t0) / warmup
@@ -407,7 +410,6 @@ def interleaved_times(steps: dict, rounds: int = 7, warmup: int = 1, seed: int =
         orders.append(order)
         for name in order:
             step = steps[name]
-            step.reset()
             t0 = time.perf_counter()
             out = step()
             ms[name].append(1000 * (time.perf_counter() - t0))

@@ -35,8 +35,9 @@ def _method(res: dict) -> list[str]:
     return ["## How this was measured", "",
             f"Every graph was compiled once without the profiler and timed with plain calls in {m['rounds']} "
             f"interleaved rounds: every step once per round, in an order shuffled per round (seed {m['seed']}), "
-            f"after {m['warmup']} untimed warm-up call(s) each and an untimed first call at compile time; every "
-            f"call starts from the same parameter values (restored outside the timer) and returned finite values. "
+            f"after {m['warmup']} untimed warm-up call(s) each and an untimed first call at compile time; each "
+            f"train step updates its parameters from call to call as in training (restored before the warm-up "
+            f"and after the rounds), and every call returned finite values. "
             f"A step's time is the median over rounds, [q1–q3] its interquartile range, min–max its extremes. "
             f"Ratios, effects and shares are computed from those medians (so that they multiply and add up "
             f"exactly), in brackets their 90 % bootstrap interval: rounds resampled with replacement (the same "
