@@ -125,15 +125,16 @@ def _with(cfg: dict, overrides: dict) -> dict:
 def _compile_all(graphs: dict, ends: dict, others: list):
     """Each graph (name -> (config, batch, overrides)) compiled on C/VM, the feedforward step
     and the two ends also on the ``others`` linkers: ``(steps, notes, gflop)`` keyed by
-    ``(linker, name)`` (``gflop`` by name)."""
+    ``(linker, name)`` (``gflop`` by name). Each compiled step has a model of its own: the
+    steps update their parameters, and a JAX step leaves JAX arrays in them."""
     steps, notes, gflop = {}, {}, {}
     for gname, (cfg, batch, overrides) in graphs.items():
-        model, inputs, outputs, updates, args = train_graph(_with(cfg, overrides), batch)
-        gflop[gname] = 3 * model.forward_flops() * batch / 1e9
         on = ["c"] + [name for name in others if gname in ("feedforward", ends["fast"], ends["2015"])]
         for linker in on:
             try:
                 backends.resolve(linker)
+                model, inputs, outputs, updates, args = train_graph(_with(cfg, overrides), batch)
+                gflop[gname] = 3 * model.forward_flops() * batch / 1e9
                 steps[linker, gname] = compile_step(inputs, outputs, updates, args, linker,
                                                     fast_sums=overrides.get("fast_sums", True), name=gname)
                 log.info("compiled %s on %s: %.1f s", gname, linker, steps[linker, gname].compile_s)

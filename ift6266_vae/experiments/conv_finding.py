@@ -276,14 +276,14 @@ def _causes(att: dict, L: dict) -> list[str]:
     each = "in all of them" if least == 1 else f"in at least {100 * least:.0f} % of them"
     out = [lead, f"Ranking of causes: {L['ranking']} ('=' marks a tie); the whole ranking held in "
                  f"{round(st['all_held'] * st['n'])} of {st['n']} rounds, each cause kept its place {each}."]
-    exact = att["method"].startswith("exact")
     how = ("each share is the construction's exact Shapley value over every subset of them"
-           if exact else "each share is the mean of its two effects (its Shapley value if the constructions "
-                         "interact at most in pairs)")
+           if att["method"].startswith("exact") else
+           f"each share is the mean of its two effects (its Shapley value if the constructions interact at most "
+           f"in pairs), and interactions of three or more leave {pct(att['higher_order']['share'])} of the gap "
+           f"unattributed")
     out.append(f"Switched on one at a time from the fast graph the constructions add up to "
                f"{pct(att['sum_on']['share'])} of the gap, switched off one at a time from the all-2015 graph to "
-               f"{pct(att['sum_off']['share'])}; {how}, and interactions of three or more leave "
-               f"{pct(att['higher_order']['share'])} of the gap unattributed.")
+               f"{pct(att['sum_off']['share'])}; {how}.")
     if "bn" in att:
         bn = att["bn"]
         parts = _and(_BN_PARTS.get(k, k) for k in bn["factors"])
