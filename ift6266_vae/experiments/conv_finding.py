@@ -182,11 +182,15 @@ def labels(a: dict) -> dict:
             out["bn"] = ("not a cause" if s["hi"] < T["minor"] else "main cause" if s["lo"] >= T["main"]
                          else "main cause?" if s["hi"] >= T["main"]
                          else "real, not the main cause" if s["lo"] >= T["minor"] else "minor, not the main cause")
-    measured = {k: v for k, v in a.get("linkers", {}).items() if "graph" in v}
-    if measured:
-        slower = [k for k, v in measured.items() if v["graph"]["lo"] > T["gap"]]
-        out["linkers"] = "graph" if len(slower) == len(measured) else "mixed" if slower else "none"
+    states = {k: _linker_state(v["graph"]) for k, v in a.get("linkers", {}).items() if "graph" in v}
+    if states:
+        out["linkers"] = ", ".join(f"{LINKER_NAMES.get(k, k)} {v}" for k, v in states.items())
     return out
+
+
+def _linker_state(g: dict) -> str:
+    """The all-2015 over fast ratio on one linker: ``slower``, ``not slower`` or ``unsettled``."""
+    return "slower" if g["lo"] > THRESHOLDS["gap"] else "not slower" if g["hi"] <= THRESHOLDS["gap"] else "unsettled"
 
 
 def x_(d: dict, digits: int = 2) -> str:
@@ -303,19 +307,21 @@ def _linker_sentence(a: dict) -> list[str]:
     measured = {k: v for k, v in lk.items() if "graph" in v}
     if not measured:
         return []
-    ratios = _and(f"{LINKER_NAMES.get(k, k)} {x_(v['graph'])}" for k, v in measured.items())
-    missing = [f"{LINKER_NAMES.get(k, k)}, {v['note'].split(':')[0][:60]}" for k, v in lk.items() if "graph" not in v]
+    name = {k: LINKER_NAMES.get(k, k) for k in lk}
+    ratios = _and(f"{name[k]} {x_(v['graph'])}" for k, v in measured.items())
+    missing = [f"{name[k]}, {v['note'].split(':')[0][:60]}" for k, v in lk.items() if "graph" not in v]
     tail = f"; not measured: {'; '.join(missing)}" if missing else ""
-    slow = [LINKER_NAMES.get(k, k) for k, v in measured.items() if v["graph"]["lo"] > THRESHOLDS["gap"]]
-    rest = [LINKER_NAMES.get(k, k) for k in measured if LINKER_NAMES.get(k, k) not in slow]
-    word = a["labels"]["linkers"]
-    if word == "graph":
+    by = {state: [name[k] for k, v in measured.items() if _linker_state(v["graph"]) == state]
+          for state in ("slower", "not slower", "unsettled")}
+    if not by["not slower"] and not by["unsettled"]:
         return [f"The all-2015 graph is slower than the fast one on every linker measured ({ratios}{tail}): the fix "
                 f"is the graph, not the linker."]
-    if word == "mixed":
-        return [f"The all-2015 graph is clearly slower than the fast one on {_and(slow)} but not on {_and(rest)} "
-                f"({ratios}{tail}): there the linker hides part of the graph's cost."]
-    return [f"On no linker measured is the all-2015 graph clearly slower than the fast one ({ratios}{tail})."]
+    parts = [f"slower than the fast one on {_and(by['slower'])}"] if by["slower"] else []
+    if by["not slower"]:
+        parts.append(f"not slower on {_and(by['not slower'])} (there the linker absorbs the graph's cost)")
+    if by["unsettled"]:
+        parts.append(f"on {_and(by['unsettled'])} its interval does not settle whether it is slower")
+    return [f"The all-2015 graph is {'; '.join(parts)} ({ratios}{tail})."]
 
 
 # ------------------------------------------------------------------------ two runs

@@ -32,9 +32,11 @@ def _method(res: dict) -> list[str]:
             if g0 and g1 else "")
     load = (f"load average {m['loadavg_start'][0]:.1f} at the start, {m['loadavg_end'][0]:.1f} at the end"
             if m.get("loadavg_start") and m.get("loadavg_end") else "")
+    cut = (f" (cut from {m['rounds_requested']} to fit the time budget)"
+           if m.get("rounds_requested", m["rounds"]) != m["rounds"] else "")
     return ["## How this was measured", "",
             f"Every graph was compiled once without the profiler and timed with plain calls in {m['rounds']} "
-            f"interleaved rounds: every step once per round, in an order shuffled per round (seed {m['seed']}), "
+            f"interleaved rounds{cut}: every step once per round, in an order shuffled per round (seed {m['seed']}), "
             f"after {m['warmup']} untimed warm-up call(s) each and an untimed first call at compile time; each "
             f"train step updates its parameters from call to call as in training (restored before the warm-up "
             f"and after the rounds), and every call returned finite values. "
