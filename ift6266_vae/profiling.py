@@ -396,8 +396,9 @@ def interleaved_times(steps: dict, rounds: int = 7, warmup: int = 1, seed: int =
         for name in names:
             _check_finite(name, steps[name]())
     if time_budget_s is not None and warmup:
-        per_round = (time.perf_counter() - t0) / warmup
-        fit = max(min_rounds, int(time_budget_s // max(per_round, 1e-9)))
+        spent = time.perf_counter() - t0
+        per_round = spent / warmup
+        fit = max(min_rounds, int((time_budget_s - spent) // max(per_round, 1e-9)))
         if fit < rounds:
             log.warning("timing: %d rounds instead of %d (a round takes %.0f s; budget %.0f s)", fit, rounds,
                         per_round, time_budget_s)
