@@ -80,6 +80,12 @@ week10-table: $(STAMP) $(DATA_STAMP)
 week11: $(STAMP) $(DATA_STAMP)
 	$(CLI) study --workdir runs/week11 --reuse
 
+# `make profile`: 11 conv graphs and the feedforward step timed in interleaved rounds on C/VM,
+# the two ends on Numba and JAX, 22 compiles (under 15 min cold on 2 cores, about half warm);
+# runs/profile/report.md opens with the finding. A second run (or one on 1 core: --threads 1)
+# and the comparison of the rankings of causes (exit status 1 if they differ):
+#   $(CLI) profile --config conv --out runs/profile-2
+#   $(CLI) profile-compare runs/profile runs/profile-2
 profile: $(STAMP)
 	$(CLI) profile --config conv --out runs/profile
 

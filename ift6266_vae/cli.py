@@ -175,8 +175,42 @@ def _cmd_sweep(args):
 def _cmd_profile(args):
     from .experiments import conv_ablation
 
-    path = conv_ablation.run(args.config, args.construction, args.linker, args.calls, args.out)
+    path = conv_ablation.run(args.config, args.construction, args.linker, args.calls, args.out, rounds=args.rounds,
+                             warmup=args.warmup, seed=args.seed, all_subsets=args.all_subsets,
+                             budget_minutes=args.budget_minutes or None)
     log.info("wrote %s", path)
+
+
+def _cmd_profile_compare(args):
+    from .experiments import conv_finding
+
+    runs = []
+    for arg in (args.a, args.b):
+        path = Path(arg) / "report.json" if Path(arg).is_dir() else Path(arg)
+        if not path.is_file():
+            raise UserError(f"no profiling report at {path} (a folder written by `ift6266-vae profile` or its report.json)")
+        res = json.loads(path.read_text())
+        if "analysis" not in res:
+            raise UserError(f"{path} was written by an older `ift6266-vae profile` (no analysis): run it again")
+        runs.append(res)
+    out = conv_finding.compare(*runs, names=(args.a, args.b))
+    sys.stdout.write(out["markdown"])
+    return 0 if out["verdict"] in ("same", "compatible") else 1
+
+
+def _set_threads(n: int) -> None:
+    """``profile --threads N``: BLAS, OpenMP and Numba thread counts and the CPU affinity (what
+    XLA sizes its pool by); set before numpy, PyTensor or JAX start their threads."""
+    import os
+
+    if "numpy" in sys.modules:
+        log.warning("--threads %d: numpy is already loaded, its BLAS keeps its threads (the CPU affinity still "
+                    "applies)", n)
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ[var] = str(n)
+    if hasattr(os, "sched_setaffinity"):
+        cpus = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, cpus[:n])
 
 
 def _cmd_report(args):
@@ -306,10 +340,27 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--config", default="conv")
     pr.add_argument("--construction", help="profile one construction set (fast or 2015) instead of the ablation")
     pr.add_argument("--backend", "--linker", dest="linker", nargs="+", default=None,
-                    help="backends for whole-step times (default: c, numba, and jax when installed)")
-    pr.add_argument("--calls", type=POSITIVE_INT, default=3, help="profiled calls per graph")
+                    help="linkers that also time the two ends (fast, all 2015) and the feedforward step (default: "
+                         "c, numba, and jax when installed; C/VM times every graph)")
+    pr.add_argument("--calls", type=POSITIVE_INT, default=3, help="profiled calls per graph of the op census")
+    pr.add_argument("--rounds", type=_number(int, 5, "an integer >= 5"), default=7,
+                    help="interleaved timing rounds (every graph once per round, shuffled; default 7)")
+    pr.add_argument("--warmup", type=COUNT, default=1, help="untimed calls of each graph before the rounds")
+    pr.add_argument("--seed", type=COUNT, default=0, help="seed of the round orders and of the bootstrap")
+    pr.add_argument("--threads", type=POSITIVE_INT, help="run on this many cores (BLAS, OpenMP, Numba threads and "
+                                                         "CPU affinity), e.g. 1 to compare with the default")
+    pr.add_argument("--all-subsets", action="store_true",
+                    help="also time the 6 pairs of constructions: exact Shapley values (17 conv graphs, not 11)")
+    pr.add_argument("--budget-minutes", type=_number(float, 0, "a number >= 0"), default=14.0,
+                    help="run fewer timing rounds (not below 5) if the compiles leave too little of this budget "
+                         "(default 14; 0: no budget)")
     pr.add_argument("--out", default="runs/profile")
     pr.set_defaults(func=_cmd_profile)
+
+    pc = sub.add_parser("profile-compare", help="do two profiling runs rank the causes the same way? (exit 1 if not)")
+    pc.add_argument("a", help="a folder written by `profile` (or its report.json)")
+    pc.add_argument("b", help="another one")
+    pc.set_defaults(func=_cmd_profile_compare)
 
     rp = sub.add_parser("report", help="one reproduction report across the blog weeks (make report)")
     rp.add_argument("--runs", default="runs", help="the runs directory to collect")
@@ -337,12 +388,14 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(logging.DEBUG if args.verbose else logging.INFO)
     try:
+        if getattr(args, "threads", None):
+            _set_threads(args.threads)
         _check_backends(args)
         if getattr(args, "data_dir", None):
             from . import data
 
             data.use_data_dir(args.data_dir)
-        args.func(args)
+        status = args.func(args)
     except UserError as e:
         log.error("%s", e)
         return 2
@@ -353,7 +406,7 @@ def main(argv=None) -> int:
         log.error("%s: %s", type(e).__name__, " ".join(str(e).split()) or repr(e))
         log.debug("traceback", exc_info=True)
         return 2
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":

@@ -149,14 +149,41 @@ def study_curves(curves: dict[str, list[dict]], targets: dict) -> Figure:
 
 
 def ablation_bars(rows: list[dict], ff_ms_per_gflop: float) -> Figure:
-    """ms per GFLOP of each conv graph of the profiling ablation, against the feedforward's."""
+    """ms per GFLOP of each conv graph of the profiling ablation, against the feedforward's;
+    rows with an ``ms_spread`` (quartiles over rounds) get it as whiskers."""
     fig, ax = _subplots(figsize=(9, 0.6 * len(rows) + 1.5))
     names = [r["name"] for r in rows]
-    ax.barh(names, [r["ms_per_gflop"] for r in rows], color="C0")
+    values = [r["ms_per_gflop"] for r in rows]
+    err = None
+    if all("ms_spread" in r and "gflop_model" in r for r in rows):
+        err = np.array([[v - r["ms_spread"]["q1"] / r["gflop_model"], r["ms_spread"]["q3"] / r["gflop_model"] - v]
+                        for v, r in zip(values, rows)]).T.clip(0)
+    ax.barh(names, values, xerr=err, color="C0", capsize=3)
     ax.axvline(ff_ms_per_gflop, color="C3", ls="--", label="feedforward VAE")
     ax.invert_yaxis()
-    ax.set_xlabel("ms per GFLOP of a train step (C/VM linker)")
+    ax.set_xlabel("ms per GFLOP of a train step (C/VM linker; whiskers: interquartile range over rounds)")
     ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def attribution_bars(factors: dict, gap: float) -> Figure:
+    """Each construction's effect switched on from the fast graph, switched off from the
+    all-2015 graph, and its share of the gap (ms per step, whiskers: 90 % bootstrap interval).
+    ``factors``: name -> {"on"|"off"|"shapley": {"ms": {"value", "lo", "hi"}}}."""
+    fig, ax = _subplots(figsize=(9, 0.9 * len(factors) + 1.5))
+    y = np.arange(len(factors))
+    for i, (key, label) in enumerate((("on", "on from the fast graph"), ("off", "off from the all-2015 graph"),
+                                      ("shapley", "share of the gap"))):
+        q = [factors[f][key]["ms"] for f in factors]
+        v = np.array([d["value"] for d in q])
+        err = np.array([[d["value"] - d["lo"] for d in q], [d["hi"] - d["value"] for d in q]]).clip(0)
+        ax.barh(y + (i - 1) * 0.27, v, height=0.27, xerr=err, capsize=2, color=f"C{i}", label=label)
+    ax.set_yticks(y, list(factors))
+    ax.invert_yaxis()
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_xlabel(f"ms per conv train step (gap all 2015 - fast: {gap:.0f} ms)")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -166,10 +193,13 @@ def op_time_bars(censuses: dict[str, list[dict]], top: int = 8) -> Figure:
     fig, axes = _subplots(1, len(censuses), figsize=(6 * len(censuses), 4))
     for ax, (name, rows) in zip(axes[0], censuses.items()):
         rows = rows[:top]
-        ax.barh([r["op"] for r in rows], [r["ms"] for r in rows], color="C1")
+        err = None
+        if all("ms_min" in r for r in rows):
+            err = np.array([[r["ms"] - r["ms_min"] for r in rows], [r["ms_max"] - r["ms"] for r in rows]]).clip(0)
+        ax.barh([r["op"] for r in rows], [r["ms"] for r in rows], xerr=err, capsize=2, color="C1")
         ax.invert_yaxis()
         ax.set_title(name, fontsize=9)
-        ax.set_xlabel("ms per step")
+        ax.set_xlabel("ms per step (whiskers: fastest and slowest profiled call)")
     fig.tight_layout()
     return fig
 

