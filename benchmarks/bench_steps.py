@@ -218,8 +218,10 @@ def _f(v, fmt="{:.0f}"):
 
 def markdown(res: dict) -> str:
     m, v = res["machine"], res["versions"]
+    loads = [r[k] for r in res["rows"] for k in ("load_before", "load_after") if r.get(k) is not None]
+    load = f"load average {min(loads):.1f}-{max(loads):.1f} around the cases" if loads else "load not recorded"
     lines = [
-        f"Measured {res['date']} on {m['cpu']} ({m['cores']} cores, shared with other jobs), "
+        f"Measured {res['date']} on {m['cpu']} ({m['cores']} cores, {load}), "
         f"{res['threads']} threads per case (BLAS, OpenMP, Numba; each case pinned to {res['threads']} cores), float32. "
         f"numpy float32 GEMM (2048^3): {res['gemm_gflops']:.0f} GFLOP/s "
         f"(start {res['gemm_gflops_start']:.0f}, end {res['gemm_gflops_end']:.0f}). "
@@ -228,7 +230,7 @@ def markdown(res: dict) -> str:
         f"{' (' + res['torch_note'] + ')' if res.get('torch_note') else ''}.",
         "",
         f"ms/step over {res['steps']} steps after {res['warmup']} warm-up steps; GFLOP/s and the "
-        "ratio to PyTorch use the min (least disturbed by the other jobs); peak RSS = high-water "
+        "ratio to PyTorch use the min (least disturbed by anything else on the machine); peak RSS = high-water "
         "mark during the timed steps (process peak incl. compilation in the JSON).",
         "",
         "| case | backend | batch | ms/step median | ms/step min | CPU ms/step min | x PyTorch (min) | "

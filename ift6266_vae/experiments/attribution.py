@@ -84,22 +84,32 @@ def tie_groups(point: dict, intervals: dict) -> list[list]:
 def rank_stability(groups: list[list], rounds: dict) -> dict:
     """How often each factor held its place: in a round, a factor holds it when its rank
     among that round's values falls within its group's ranks (a tie group spans several).
-    Returns ``{"held": {factor: fraction of rounds}, "all_held": fraction, "n": rounds}``."""
+    A tie group's members always hold their places, so a ranking that is one tie says
+    nothing there; ``strict_held`` (rounds whose own order is the groups' order read as a
+    strict one, i.e. the order of the medians) and ``first`` (rounds each factor came first)
+    say how often the order of the point values held.
+    Returns ``{"held": {factor: fraction of rounds}, "all_held": fraction, "strict_held":
+    fraction, "first": {factor: rounds}, "n": rounds}``."""
     places, start = {}, 0
     for g in groups:
         for f in g:
             places[f] = range(start, start + len(g))
         start += len(g)
     n = min(len(v) for v in rounds.values())
+    strict = [f for g in groups for f in g]
     held = {f: 0 for f in places}
-    all_held = 0
+    first = {f: 0 for f in places}
+    all_held = strict_held = 0
     for r in range(n):
         order = sorted(places, key=lambda f: -rounds[f][r])
         ok = {f: order.index(f) in places[f] for f in places}
         for f in places:
             held[f] += ok[f]
         all_held += all(ok.values())
-    return {"held": {f: held[f] / n for f in places}, "all_held": all_held / n if n else 0.0, "n": n}
+        strict_held += order == strict
+        first[order[0]] += 1
+    return {"held": {f: held[f] / n for f in places}, "all_held": all_held / n if n else 0.0,
+            "strict_held": strict_held / n if n else 0.0, "first": first, "n": n}
 
 
 def ranking_text(groups: list[list]) -> str:

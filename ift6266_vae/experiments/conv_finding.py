@@ -276,10 +276,18 @@ def _causes(att: dict, L: dict) -> list[str]:
             "largest, uncertain": f"The largest cause of the graph overhead: {top[0]}, {shares[top[0]]} of the "
                                   f"gap (its interval does not settle whether it is more than half)."}[L["top"]]
     st = att["stability"]
-    least = min(st["held"].values())
-    each = "in all of them" if least == 1 else f"in at least {100 * least:.0f} % of them"
-    out = [lead, f"Ranking of causes: {L['ranking']} ('=' marks a tie); the whole ranking held in "
-                 f"{round(st['all_held'] * st['n'])} of {st['n']} rounds, each cause kept its place {each}."]
+    n = st["n"]
+    often = max(st["first"], key=st["first"].get)
+    by_round = (f"round by round, the order of the medians held in {round(st['strict_held'] * n)} of {n} rounds "
+                f"and {often} came first in {st['first'][often]} of {n}")
+    if len(groups) == 1:  # one tie: every cause "holds its place" trivially, so say what the rounds did
+        out = [lead, f"Ranking of causes: {L['ranking']} (one tie: no cause stands apart from the others at "
+                     f"{n} rounds); {by_round}."]
+    else:
+        least = min(st["held"].values())
+        each = "in all of them" if least == 1 else f"in at least {100 * least:.0f} % of them"
+        out = [lead, f"Ranking of causes: {L['ranking']} ('=' marks a tie); the whole ranking held in "
+                     f"{round(st['all_held'] * n)} of {n} rounds, each cause kept its place {each}; {by_round}."]
     how = ("each share is the construction's exact Shapley value over every subset of them"
            if att["method"].startswith("exact") else
            f"each share is the mean of its two effects (its Shapley value if the constructions interact at most "
@@ -357,5 +365,7 @@ def compare(a: dict, b: dict, names=("A", "B")) -> dict:
                "different": "different rankings: " + "; ".join(f"{x} vs {y}" for x, y in rank["conflicts"]),
                "not comparable": "no ranking in one of the runs"}[rank["verdict"]]
     words = "the finding's other words agree" if not differ else "the finding's words differ on " + ", ".join(differ)
+    if ra and rb and len(ra["groups"]) == 1 and len(rb["groups"]) == 1:
+        verdict += " (in both runs all the causes are one tie: the same, but neither run orders them)"
     text = f"{table}\n\nThe two runs give {verdict}; {words}.\n"
     return {"verdict": rank["verdict"], "conflicts": rank["conflicts"], "labels_differ": differ, "markdown": text}

@@ -8,7 +8,15 @@ VAE of week 9 is trained with three update rules, same seed, same data, same bud
 * ``sgd_nesterov``: SGD + Nesterov at the committed learning rate (0.1 / batch);
 * ``rmsprop_as_published``: the 2015 rule as published (gradient rescaling by
   ``5 / max(5, sqrt(norm))``, ``rms`` computed but unused);
-* ``rmsprop_corrected``: the evidently intended rule (step divided by ``rms``).
+* ``rmsprop_corrected``: the evidently intended rule (step divided by ``rms``);
+
+and two rows beyond the blog (issues #20 and #22), each with its own learning rate from a
+short recorded trial (docs/results.md, week 11):
+
+* ``adam``: Adam (Kingma & Ba 2015, beta1 0.9, beta2 0.999, epsilon 1e-8), what people
+  train with today, as the modern reference point;
+* ``week9_fast``: the optimizer of the ``week9-fast`` config (the corrected rule at a
+  learning rate not divided by the batch size): good samples in two minutes.
 
 After every epoch the validation ELBO (population BN statistics) is logged; every
 ``fid_every_s`` seconds of training the FID of samples (:mod:`ift6266_vae.evaluation.fid`).
@@ -35,10 +43,15 @@ from .sweep import Task, run_sweep
 
 log = logging.getLogger(__name__)
 
+#: Adam's learning rate in the study, chosen by the trial of docs/results.md (week 11).
+ADAM_LR = 1e-2
+
 VARIANTS = {
     "sgd_nesterov": {"name": "sgd_nesterov"},
     "rmsprop_as_published": {"name": "rmsprop_nesterov", "variant": "as_published"},
     "rmsprop_corrected": {"name": "rmsprop_nesterov", "variant": "corrected"},
+    "adam": {"name": "adam", "learning_rate": ADAM_LR, "divide_lr_by_batch": False},
+    "week9_fast": {"config": "week9-fast"},  # that config's optim section, one source of truth
 }
 
 #: Targets: "good samples" and a "good likelihood" on the embedded data, chosen from the
@@ -115,13 +128,7 @@ def run_study(workdir, base_config: str = "week9", budget_minutes: float = 9.0,
 
     tasks = []
     for name, cfg0, optim in runs:
-        cfg = copy.deepcopy(cfg0)
-        if optim is not None:
-            keep = {k: cfg["optim"][k] for k in ("learning_rate", "divide_lr_by_batch")}
-            cfg = config_mod.apply_overrides(cfg, {"optim.name": optim["name"]})
-            cfg["optim"].update(keep)
-            cfg["optim"].update({k: v for k, v in optim.items() if k != "name"})
-            cfg = config_mod.resolve(cfg)
+        cfg = variant_config(cfg0, optim) if optim is not None else copy.deepcopy(cfg0)
         cfg["name"] = f"week11-{name}"
         callbacks = functools.partial(_fid_callbacks, dataset=dataset, classifier=classifier,
                                       fid_samples=fid_samples, every_s=fid_every_s)
@@ -167,6 +174,19 @@ def run_study(workdir, base_config: str = "week9", budget_minutes: float = 9.0,
     write_text(workdir / "table.md", table_markdown(table))
     plots.save(plots.study_curves(curves, targets), workdir / "curves.png")
     return table
+
+
+def variant_config(base: dict, optim: dict) -> dict:
+    """``base`` with the update rule of a study variant (a :data:`VARIANTS` value): the
+    base's learning rate (and its division by the batch size) unless the variant sets its
+    own; ``{"config": NAME}`` takes the optim section of that config whole."""
+    if "config" in optim:
+        optim = config_mod.load(optim["config"])["optim"]
+    keep = {k: base["optim"][k] for k in ("learning_rate", "divide_lr_by_batch")}
+    cfg = config_mod.apply_overrides(copy.deepcopy(base), {"optim.name": optim["name"]})
+    cfg["optim"].update(keep)
+    cfg["optim"].update({k: v for k, v in optim.items() if k != "name"})
+    return config_mod.resolve(cfg)
 
 
 def _times(epoch, n_batches):

@@ -78,6 +78,11 @@ def test_rank_stability_counts_the_rounds_each_factor_held_its_place():
     st = at.rank_stability(groups, rounds)
     # round 3: d is first and a third: neither holds its place; b and c swap within their tie
     assert st["held"] == {"a": 2 / 3, "b": 1.0, "c": 1.0, "d": 2 / 3} and st["all_held"] == 2 / 3
+    # the strict order a > b > c > d held in round 1 only (b and c swap in round 2); a first twice, d once
+    assert st["strict_held"] == 1 / 3 and st["first"] == {"a": 2, "b": 0, "c": 0, "d": 1}
+    # one tie group: every factor holds its place whatever happens; the strict order only in round 1
+    one = at.rank_stability([["a", "b", "c", "d"]], rounds)
+    assert one["all_held"] == 1.0 and one["strict_held"] == 1 / 3
 
 
 def test_compare_rankings():

@@ -18,13 +18,16 @@ CONV_DOMINATES = {"base": 350.0, "BN moments": 5.0, "C-loop sums": 200.0, "full-
                   "perforated upsampling": 300.0}
 TIED = {"base": 350.0, "BN moments": 10.0, "C-loop sums": 20.0, "full-then-crop conv": 200.0,
         "perforated upsampling": 205.0}
+ALL_TIED = {"base": 350.0, "BN moments": 150.0, "C-loop sums": 150.0, "full-then-crop conv": 150.0,
+            "perforated upsampling": 150.0}
 NO_GAP = {"base": 350.0, "BN moments": 2.0, "C-loop sums": 1.0, "full-then-crop conv": 3.0, "perforated upsampling": 1.0}
 
 
 @pytest.fixture(scope="module")
 def runs():
     return {"bn": synthetic_profile(BN_DOMINATES), "conv": synthetic_profile(CONV_DOMINATES, overlap=150.0),
-            "tied": synthetic_profile(TIED, noise=0.05), "none": synthetic_profile(NO_GAP),
+            "tied": synthetic_profile(TIED, noise=0.05), "all tied": synthetic_profile(ALL_TIED, noise=0.1),
+            "all tied 2": synthetic_profile(ALL_TIED, noise=0.1, seed=3), "none": synthetic_profile(NO_GAP),
             "conv2": synthetic_profile(CONV_DOMINATES, overlap=150.0, seed=1, rounds=9,
                                        linkers={"numba": (280.0, 820.0)})}
 
@@ -48,6 +51,16 @@ def test_a_tie_is_called_a_tie(runs):
     assert a["labels"]["top"] == "tie" and a["attribution"]["groups"][0] == ["perforated upsampling",
                                                                                "full-then-crop conv"]
     assert "tied" in a["finding"] and "perforated upsampling = full-then-crop conv" in a["finding"]
+
+
+def test_one_tie_of_all_causes_says_what_the_rounds_did(runs):
+    a = runs["all tied"]["analysis"]
+    st = a["attribution"]["stability"]
+    assert len(a["attribution"]["groups"]) == 1 and st["all_held"] == 1.0  # trivially: one group
+    assert "one tie: no cause stands apart" in a["finding"] and "kept its place" not in a["finding"]
+    assert f"the order of the medians held in {round(st['strict_held'] * st['n'])} of {st['n']} rounds" in a["finding"]
+    both = conv_finding.compare(runs["all tied"], runs["all tied 2"])
+    assert both["verdict"] == "same" and "neither run orders them" in both["markdown"]
 
 
 def test_no_gap_ranks_no_cause(runs):

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from ift6266_vae import config
 from ift6266_vae.experiments import week11 as study
 from ift6266_vae.errors import UserError
 from helpers import BACKEND
@@ -40,4 +41,17 @@ def test_first_time_and_unknown_variant():
     assert study.first_time(hist, "fid", 20.0, "lower") == 3.0
     assert study.first_time(hist, "fid", 5.0, "lower") is None
     with pytest.raises(UserError, match="rmsprop_corrected"):
-        study.run_study("/nonexistent", variants=("adam",))
+        study.run_study("/nonexistent", variants=("lbfgs",))
+
+
+def test_rows_beyond_the_blog_have_their_own_learning_rates():
+    base = config.load("week9")
+    adam = study.variant_config(base, study.VARIANTS["adam"])["optim"]
+    assert adam["name"] == "adam" and adam["learning_rate"] == study.ADAM_LR and adam["divide_lr_by_batch"] is False
+    assert {"beta1", "beta2", "epsilon"} <= set(adam) and "momentum" not in adam
+    fast = study.variant_config(base, study.VARIANTS["week9_fast"])
+    assert fast["optim"] == config.load("week9-fast")["optim"] and fast["optim"]["variant"] == "corrected"
+    assert fast["train"] == base["train"]  # only the update rule changes in a study row
+    # the blog's rows keep the base's learning rate
+    sgd = study.variant_config(base, study.VARIANTS["sgd_nesterov"])["optim"]
+    assert (sgd["learning_rate"], sgd["divide_lr_by_batch"]) == (0.1, True)
