@@ -66,13 +66,15 @@ week9: $(STAMP) $(DATA_STAMP)
 week9-fast: $(STAMP) $(DATA_STAMP)
 	$(CLI) train --config week9-fast --workdir runs/week9-fast
 
-# Week 10: both semi-supervised variants at 100 labels (12 min of update steps each,
-# ~30 min in all); runs/week10/table.md holds their test errors next to the paper's.
+# Week 10: the semi-supervised variants (blog, m2, m1m2) at 100 labels, 12 min of update
+# steps each (m1m2 first trains its M1 for as long), two at a time: ~40 min in all;
+# runs/week10/table.md holds their test errors next to the paper's.
 week10: $(STAMP) $(DATA_STAMP)
 	$(CLI) week10-table --workdir runs/week10 --labels 100 --seeds 1234 --reuse
 
-# The label-count table: 100/600/1000/3000 labels x seeds 1 2 3 x blog, m2 (24 runs of the
-# config's 12 min each, one run per core at a time on a local Dask cluster: ~2.6 h on 2 cores;
+# The label-count table: 100/600/1000/3000 labels x seeds 1 2 3 x blog, m2, m1m2 (36 runs of
+# the config's 12 min each and one M1 per seed, one run per core at a time on a local Dask
+# cluster: ~4 h on 2 cores;
 # `make week10-table W10_BUDGET=3` for 3 min each; W10_WORKERS=1 runs them one at a time;
 # W10_SCHEDULER=tcp://HOST:8786 on an existing Dask cluster, docs/sweeps.md).
 W10_BUDGET ?=

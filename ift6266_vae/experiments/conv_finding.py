@@ -183,8 +183,9 @@ def labels(a: dict) -> dict:
                          else "main cause?" if s["hi"] >= T["main"]
                          else "real, not the main cause" if s["lo"] >= T["minor"] else "minor, not the main cause")
     states = {k: _linker_state(v["graph"]) for k, v in a.get("linkers", {}).items() if "graph" in v}
-    if states:
-        out["linkers"] = ", ".join(f"{LINKER_NAMES.get(k, k)} {v}" for k, v in states.items())
+    if states:  # in a fixed order, so that two runs that measured the linkers in another order compare equal
+        order = sorted(states, key=lambda k: (list(LINKER_NAMES).index(k) if k in LINKER_NAMES else len(LINKER_NAMES), k))
+        out["linkers"] = ", ".join(f"{LINKER_NAMES.get(k, k)} {states[k]}" for k in order)
     return out
 
 

@@ -119,6 +119,14 @@ def test_a_drifting_machine_is_flagged():
     assert "drifted by -28 %" in a["finding"]
 
 
+def test_linker_words_do_not_depend_on_the_order_the_linkers_ran_in(runs):
+    res = runs["conv2"]
+    flipped = {**res, "linkers": dict(reversed(list(res["linkers"].items())))}
+    assert list(flipped["linkers"]) != list(res["linkers"])
+    assert conv_finding.analyze(flipped)["labels"]["linkers"] == res["analysis"]["labels"]["linkers"]
+    assert "linkers" not in conv_finding.compare(res, {**flipped, "analysis": conv_finding.analyze(flipped)})["labels_differ"]
+
+
 def test_two_runs_compare(runs, tmp_path):
     same = conv_finding.compare(runs["conv"], runs["conv2"])
     assert same["verdict"] == "same" and "the same ranking of causes" in same["markdown"]
