@@ -358,13 +358,15 @@ def main(argv=None) -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = args.out or RESULTS / f"{dt.date.today().isoformat()}.json"
     res["auto_order"] = auto_order(res)
-    out.write_text(json.dumps(res, indent=2) + "\n")
-    out.with_suffix(".md").write_text(markdown(res))
+    from ift6266_vae.io import write_json, write_text  # atomic: an interrupted run leaves the old files whole
+
+    write_json(out, res)
+    write_text(out.with_suffix(".md"), markdown(res))
     if args.update_order and res["auto_order"]:
         order_file = backends.ORDER_FILE
         old = json.loads(order_file.read_text())
         new = {"measured": f"make bench of {res['date']} ({out.name})", "order": {**old["order"], **res["auto_order"]}}
-        order_file.write_text(json.dumps(new, indent=2) + "\n")
+        write_json(order_file, new)
         log.info("wrote the measured backend order to %s: %s", order_file, new["order"])
     log.info("\n%s\nwrote %s and .md (%.0f s)", markdown(res), out, res["wall_s"])
     return 0

@@ -137,13 +137,18 @@ def _cmd_evaluate(args):
     sys.stdout.write(json.dumps(res, indent=2, default=str) + "\n")
 
 
-def _cmd_study(args):
+def _overrides(flags: dict, sets) -> dict:
+    """Dotted overrides of a sweep command: its flags that were given, then its ``--set`` items."""
     from . import config
+
+    return {**{k: v for k, v in flags.items() if v is not None}, **config.parse_set(sets)}
+
+
+def _cmd_study(args):
     from .experiments import week11 as study
 
-    flags = {"train.backend": args.backend, "data.max_train_examples": args.max_train_examples,
-             "train.batch_size": args.batch_size}
-    overrides = {**{k: v for k, v in flags.items() if v is not None}, **config.parse_set(args.set)}
+    overrides = _overrides({"train.backend": args.backend, "data.max_train_examples": args.max_train_examples,
+                            "train.batch_size": args.batch_size}, args.set)
     table = study.run_study(args.workdir, budget_minutes=args.budget, fid_every_s=args.fid_every,
                             fid_samples=args.fid_samples, overrides=overrides, with_conv=args.with_conv,
                             reuse=args.reuse, scheduler=args.scheduler, workers=args.workers)
@@ -151,11 +156,10 @@ def _cmd_study(args):
 
 
 def _cmd_week10_table(args):
-    from . import config
     from .experiments import week10
 
-    flags = {"train.time_budget_minutes": args.budget, "train.backend": args.backend, "data.name": args.data}
-    overrides = {**{k: v for k, v in flags.items() if v is not None}, **config.parse_set(args.set)}
+    overrides = _overrides({"train.time_budget_minutes": args.budget, "train.backend": args.backend,
+                            "data.name": args.data}, args.set)
     table = week10.run_table(args.workdir, labels=args.labels, seeds=args.seeds, variants=args.variants,
                              base_config=args.config, reuse=args.reuse, overrides=overrides,
                              scheduler=args.scheduler, workers=args.workers)
@@ -201,8 +205,6 @@ def _cmd_profile_compare(args):
 def _set_threads(n: int) -> None:
     """``profile --threads N``: BLAS, OpenMP and Numba thread counts and the CPU affinity (what
     XLA sizes its pool by); set before numpy, PyTensor or JAX start their threads."""
-    import os
-
     if "numpy" in sys.modules:
         log.warning("--threads %d: numpy is already loaded, its BLAS keeps its threads (the CPU affinity still "
                     "applies)", n)

@@ -114,6 +114,17 @@ def _itemsize(var):
         return 0
 
 
+def _c_mode(fast_sums: bool = True):
+    """The C/VM compile mode (BLAS configured), without the package's fast-sums rewrite
+    (:mod:`ift6266_vae.graph.rewrites`) when ``fast_sums`` is False."""
+    mode = backends.get_compile_mode("c")
+    if fast_sums:
+        return mode
+    from .graph.rewrites import FAST_SUMS
+
+    return mode.excluding(FAST_SUMS)
+
+
 def profile_step(inputs, outputs, updates, args, n_calls: int = 5, warmup: int = 1, fast_sums: bool = True,
                  shapes: bool = True):
     """Profile one compiled step on the C/VM linker; returns (records, summary dict).
@@ -130,12 +141,7 @@ def profile_step(inputs, outputs, updates, args, n_calls: int = 5, warmup: int =
     from pytensor.compile import ProfileStats
     from pytensor.graph.traversal import applys_between
 
-    backends.configure_blas()
-    mode = backends.get_compile_mode("c")
-    if not fast_sums:
-        from .graph.rewrites import FAST_SUMS
-
-        mode = mode.excluding(FAST_SUMS)
+    mode = _c_mode(fast_sums)
     # 1. times: the C VM loop with PyTensor's profiler (times every node, little overhead)
     prof = ProfileStats(atexit_print=False)
     t0 = time.perf_counter()
@@ -360,10 +366,7 @@ def compile_step(inputs, outputs, updates, args, linker: str = "c", fast_sums: b
     state = snapshot(list((updates or {}).keys()))
     t0 = time.perf_counter()
     if linker == "c" and not fast_sums:
-        from .graph.rewrites import FAST_SUMS
-
-        mode = backends.get_compile_mode("c").excluding(FAST_SUMS)
-        fn = pytensor.function(inputs, outputs, updates=updates, mode=mode)
+        fn = pytensor.function(inputs, outputs, updates=updates, mode=_c_mode(fast_sums=False))
     else:
         fn = backends.function(inputs, outputs, backend=linker, updates=updates)
     step = CompiledStep(fn, list(args), state)
