@@ -1,5 +1,7 @@
 """Timing and memory helpers shared by ``bench_steps.py`` (PyTensor, Python 3.12) and
 ``torch_models.py`` (PyTorch, run under its own Python 3.11 venv): standard library only.
+That venv has no ift6266_vae, so ``set_threads`` here mirrors ``ift6266_vae/threads.py``
+(which the package's own processes use) and cannot import it.
 """
 
 from __future__ import annotations

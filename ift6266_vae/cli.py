@@ -202,19 +202,6 @@ def _cmd_profile_compare(args):
     return 0 if out["verdict"] in ("same", "compatible") else 1
 
 
-def _set_threads(n: int) -> None:
-    """``profile --threads N``: BLAS, OpenMP and Numba thread counts and the CPU affinity (what
-    XLA sizes its pool by); set before numpy, PyTensor or JAX start their threads."""
-    if "numpy" in sys.modules:
-        log.warning("--threads %d: numpy is already loaded, its BLAS keeps its threads (the CPU affinity still "
-                    "applies)", n)
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-        os.environ[var] = str(n)
-    if hasattr(os, "sched_setaffinity"):
-        cpus = sorted(os.sched_getaffinity(0))
-        os.sched_setaffinity(0, cpus[:n])
-
-
 def _cmd_report(args):
     from .experiments import report
 
@@ -315,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="test ELBO, IWAE bound and sample FID of a checkpoint (JSON)")
     e.add_argument("--checkpoint", required=True)
-    e.add_argument("--iwae-k", type=POSITIVE_INT, default=1000, help="importance samples (default 1000, up to 5000)")
+    e.add_argument("--iwae-k", type=COUNT, default=1000, help="importance samples (default 1000, up to 5000; 0: no IWAE bound)")
     e.add_argument("--iwae-examples", type=POSITIVE_INT, default=None, help="only the first N test digits for IWAE")
     e.add_argument("--fid-samples", type=COUNT, default=10000, help="samples for the FID (0: none; else >= 2)")
     e.add_argument("--data", help="data set the checkpoint must have been trained on")
@@ -390,8 +377,10 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(logging.DEBUG if args.verbose else logging.INFO)
     try:
-        if getattr(args, "threads", None):
-            _set_threads(args.threads)
+        if getattr(args, "threads", None):  # profile --threads N, before numpy is loaded
+            from .threads import set_threads
+
+            set_threads(args.threads)
         _check_backends(args)
         if getattr(args, "data_dir", None):
             from . import data

@@ -98,6 +98,7 @@ BAD = [
     ("sample --out a folder", None, "sample --checkpoint {tmp}/none.h5 --out {tmp}/folder.json", "is a folder"),
     ("--iwae-examples 0", None, "evaluate --checkpoint {tmp}/none.h5 --iwae-examples 0", "--iwae-examples"),
     ("--iwae-examples < 0", None, "evaluate --checkpoint {tmp}/none.h5 --iwae-examples -3", "--iwae-examples"),
+    ("--iwae-k < 0", None, "evaluate --checkpoint {tmp}/none.h5 --iwae-k -1", "--iwae-k"),
     ("--fid-samples 1", None, "evaluate --checkpoint {tmp}/none.h5 --fid-samples 1", "fid_samples"),
     ("a workdir that is a file", _config_with(), "train --config {cfg} --workdir {tmp}/file.txt", "is a file"),
     ("a read-only workdir", _config_with(), "train --config {cfg} --workdir /proc", "cannot write to --workdir /proc"),
@@ -187,7 +188,7 @@ def test_data_info_says_which_folder_and_why(tmp_path, capsys, monkeypatch):
 
 @pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="CPU affinity is Linux-only")
 def test_profile_threads_sets_thread_counts_and_pins_the_process():
-    code = ("import os; from ift6266_vae import cli; cli._set_threads(1); "
+    code = ("import os; from ift6266_vae.threads import set_threads; set_threads(1); "
             "print(len(os.sched_getaffinity(0)), os.environ['OPENBLAS_NUM_THREADS'], os.environ['NUMBA_NUM_THREADS'])")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert res.stdout.split() == ["1", "1", "1"], res.stderr

@@ -14,11 +14,12 @@ import pytest
 PKG = Path(__file__).resolve().parents[1] / "ift6266_vae"
 
 #: layer of a module -> the layers it may import (its own always allowed)
-BOTTOM = {"errors", "io", "rules"}
+BOTTOM = {"errors", "io", "rules", "threads"}
 ALLOWED = {
     "errors": set(),
     "io": {"errors"},
     "rules": {"errors"},
+    "threads": set(),
     "checkpoints": BOTTOM,
     "plots": BOTTOM,
     "data": BOTTOM,

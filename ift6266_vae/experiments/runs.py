@@ -1,6 +1,7 @@
 """What every sweep of runs shares: a finished run is reused, an interrupted one continued.
 
-A run is finished when its ``metrics.json`` can be read (it is written last, atomically);
+A run is finished when its ``metrics.json`` can be read (it is written last, atomically;
+:func:`~ift6266_vae.training.loop.finished_metrics`), and is reused only for its own config;
 a run folder with a checkpoint but no readable ``metrics.json`` was interrupted and is
 resumed from its checkpoint (:func:`ift6266_vae.training.loop.train_and_evaluate` refuses
 the resume if the config changed in more than its budget).
@@ -8,7 +9,6 @@ the resume if the config changed in more than its budget).
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -17,26 +17,13 @@ from ..training import loop
 log = logging.getLogger(__name__)
 
 
-def finished_metrics(run_dir) -> dict | None:
-    """The metrics of a finished run in ``run_dir``, or None (no or unreadable metrics.json)."""
-    path = Path(run_dir) / "metrics.json"
-    try:
-        metrics = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as e:
-        log.warning("%s is unreadable (%s): the run counts as not finished", path, e)
-        return None
-    return metrics if isinstance(metrics, dict) else None
-
-
 def run_or_reuse(cfg: dict, run_dir, reuse: bool, **kwargs) -> dict:
-    """The metrics of the run of ``cfg`` in ``run_dir``: with ``reuse``, a finished run's,
-    or an interrupted run continued from its checkpoint; otherwise a new run (refused if
-    the folder already holds one)."""
+    """The metrics of the run of ``cfg`` in ``run_dir``: with ``reuse``, a finished run's
+    (refused if it ran another config), or an interrupted run continued from its checkpoint;
+    otherwise a new run (refused if the folder already holds one)."""
     run_dir = Path(run_dir)
     if reuse:
-        metrics = finished_metrics(run_dir)
+        metrics = loop.finished_metrics(run_dir, cfg)
         if metrics is not None:
             log.info("reusing the finished run in %s", run_dir)
             return metrics

@@ -36,11 +36,14 @@ from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from ..errors import UserError
-from .runs import finished_metrics, run_or_reuse
+from ..threads import thread_env
+from ..training.loop import finished_metrics
+from .runs import run_or_reuse
 
 log = logging.getLogger(__name__)
 
-THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+#: the Dask config key whose value None keeps the nanny from setting MALLOC_TRIM_THRESHOLD_
+NO_MALLOC_TRIM = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"
 INSTALL = "pip install 'dask[distributed]'"  # a dependency of the package: a broken environment
 
 
@@ -63,7 +66,7 @@ def run_task(task: Task) -> dict:
     """Run (or reuse) one task where it is called: ``{"metrics", "error", "reused", "seconds"}``."""
     t0 = time.perf_counter()
     try:
-        metrics = finished_metrics(task.run_dir)
+        metrics = finished_metrics(task.run_dir, task.config)
         reused = metrics is not None
         if not reused:
             callbacks = task.callbacks(task.config) if task.callbacks is not None else ()
@@ -167,16 +170,6 @@ def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def thread_env(threads: int) -> dict:
-    """Environment of a process that computes with ``threads`` threads (BLAS, OpenMP, Numba;
-    for one thread XLA's Eigen pool off), set before numpy is imported."""
-    env = {var: str(threads) for var in THREAD_VARS}
-    flags = os.environ.get("XLA_FLAGS", "")
-    if threads == 1 and "xla_cpu_multi_thread_eigen" not in flags:
-        env["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen=false".strip()
-    return env
-
-
 def pin_process(cpus) -> None:
     """Pin every thread of this process (and so the threads they start) to ``cpus`` (Linux)."""
     for tid in os.listdir("/proc/self/task"):
@@ -200,6 +193,7 @@ def local_cluster(workers: int | None = None, dashboard: bool = True):
     Its workers use this process's data folder and show no progress bars of their own.
     ``dashboard``: its web server (and dashboard, with bokeh) on Dask's usual port 8787;
     False: on any free port."""
+    import dask.config
     from distributed import LocalCluster
 
     from .. import data
@@ -212,8 +206,12 @@ def local_cluster(workers: int | None = None, dashboard: bool = True):
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, preload=[__name__],
-                          dashboard_address=":8787" if dashboard else ":0", silence_logs=logging.WARNING) as cluster:
+        # Dask's nanny sets MALLOC_TRIM_THRESHOLD_ in its workers (memory returned to the OS
+        # early); fixing it also fixes glibc's mmap threshold at 128 KiB, so every batch-sized
+        # array is mapped and unmapped: 2.3x slower M1 steps, 7x the system time (docs/sweeps.md)
+        with dask.config.set({NO_MALLOC_TRIM: None}), \
+                LocalCluster(n_workers=n, threads_per_worker=1, processes=True, preload=[__name__],
+                             dashboard_address=":8787" if dashboard else ":0", silence_logs=logging.WARNING) as cluster:
             log.info("local Dask cluster: %d workers x %d thread%s", n, threads, "s" if threads > 1 else "")
             yield cluster
     finally:

@@ -50,6 +50,35 @@ def load_splits(cfg: dict):
     return name, splits
 
 
+def finished_metrics(run_dir, cfg: dict | None = None) -> dict | None:
+    """The metrics of the finished run in ``run_dir`` (``metrics.json`` is written last,
+    atomically), or None: no or unreadable file (an interrupted run). With ``cfg``, a run of
+    another config is refused (UserError naming the keys that differ, outside
+    :data:`~ift6266_vae.config.RESUME_SAFE`) rather than reused in its place."""
+    run_dir = Path(run_dir)
+    path = run_dir / "metrics.json"
+    try:
+        metrics = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        log.warning("%s is unreadable (%s): the run counts as not finished", path, e)
+        return None
+    if not isinstance(metrics, dict):
+        return None
+    if cfg is not None:
+        try:
+            saved = json.loads((run_dir / "config.json").read_text())
+        except (OSError, ValueError) as e:
+            raise UserError(f"{run_dir} holds a finished run without a readable config.json ({e}); delete that "
+                            "folder to run it again, or choose another --workdir") from None
+        diff = config_mod.resume_differences(saved, cfg)
+        if diff:
+            raise UserError(f"{run_dir} holds a finished run of another config (it differs in {', '.join(diff)}); "
+                            "delete that folder to run it again, or choose another --workdir")
+    return metrics
+
+
 def hooks_for(cfg: dict) -> TrainingHooks:
     """The training hooks of the config's model kind (from the registry)."""
     module, _, cls = models.kind_of(cfg["model"]).hooks.partition(":")

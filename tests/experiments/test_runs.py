@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from ift6266_vae import checkpoints
-from ift6266_vae.experiments.runs import finished_metrics, run_or_reuse
+from ift6266_vae.experiments.runs import run_or_reuse
+from ift6266_vae.training.loop import finished_metrics
 
 
 class Killed(Exception):
@@ -36,13 +37,3 @@ def test_an_interrupted_run_is_finished_by_reuse_with_the_uninterrupted_numbers(
     # a finished run is reused as it is: nothing retrained
     again = run_or_reuse(cfg, tmp_path, reuse=True, callbacks=[lambda *a: pytest.fail("retrained")])
     assert again == json.loads((tmp_path / "metrics.json").read_text())
-
-
-def test_an_unreadable_metrics_file_means_not_finished(tmp_path):
-    assert finished_metrics(tmp_path) is None
-    (tmp_path / "metrics.json").write_text('{"test": ')  # a truncated file
-    assert finished_metrics(tmp_path) is None
-    (tmp_path / "metrics.json").write_bytes(b"\xff\xfe")
-    assert finished_metrics(tmp_path) is None
-    (tmp_path / "metrics.json").write_text('{"test_error": 0.1}')
-    assert finished_metrics(tmp_path) == {"test_error": 0.1}

