@@ -307,13 +307,12 @@ def test_an_unreadable_metrics_file_means_not_finished(tmp_path):
 
 def test_a_finished_run_is_reused_only_for_its_own_config(tmp_path):
     """A finished run answers for the config it ran (its budget may differ, as on resume); a
-    run of another config is refused with the keys that differ, and nothing is deleted; a
-    key the package gained after the run was saved counts at its default."""
+    run of another config is refused with the keys that differ, and nothing is deleted; so is
+    a run saved before the package gained a key (its default need not be what the run did:
+    m1m2 runs saved before model.m1_decoder_variance had M1's variance 0.5, the default is now 0.01)."""
     cfg = config_mod.load("week10")
     (tmp_path / "metrics.json").write_text('{"test_error": 0.1}')
-    saved = json.loads(json.dumps(cfg))
-    del saved["model"]["m1_decoder_variance"]  # a run saved before the key existed
-    (tmp_path / "config.json").write_text(json.dumps(saved))
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
     assert finished_metrics(tmp_path, cfg) == {"test_error": 0.1}
     assert finished_metrics(tmp_path, config_mod.apply_overrides(cfg, {"train.time_budget_minutes": 3})) is not None
     other = config_mod.apply_overrides(cfg, {"optim.learning_rate": 0.05, "model.m1_decoder_variance": 0.05})
@@ -321,6 +320,11 @@ def test_a_finished_run_is_reused_only_for_its_own_config(tmp_path):
                                         r"optim.learning_rate\); delete that folder"):
         finished_metrics(tmp_path, other)
     assert (tmp_path / "metrics.json").read_text() == '{"test_error": 0.1}'
+    older = json.loads(json.dumps(cfg))
+    del older["model"]["m1_decoder_variance"]
+    (tmp_path / "config.json").write_text(json.dumps(older))
+    with pytest.raises(UserError, match=r"it differs in model.m1_decoder_variance\)"):
+        finished_metrics(tmp_path, cfg)
     (tmp_path / "config.json").unlink()
     with pytest.raises(UserError, match="without a readable config.json"):
         finished_metrics(tmp_path, cfg)
