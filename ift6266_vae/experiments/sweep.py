@@ -1,8 +1,8 @@
 """One sweep runner: independent training runs as tasks on a ``dask.distributed`` cluster.
 
 A sweep is a list of :class:`Task` (run id, config, run folder). Each task calls
-:func:`~.runs.run_or_reuse` with ``reuse=True`` in a worker, so it can run any number of
-times: a finished run is reused, an interrupted one (a lost worker, Ctrl-C) continues from
+:func:`~ift6266_vae.training.loop.run_or_reuse` with ``reuse=True`` in a worker, so it can
+run any number of times: a finished run is reused, an interrupted one (a lost worker, Ctrl-C) continues from
 its checkpoint. A task never raises: a failing run comes back as an error record (the
 exception's type and one line) and the other runs go on.
 
@@ -37,8 +37,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from ..errors import UserError
 from ..threads import thread_env
-from ..training.loop import finished_metrics
-from .runs import run_or_reuse
+from ..training.loop import finished_metrics, run_or_reuse
 
 log = logging.getLogger(__name__)
 
@@ -207,8 +206,8 @@ def local_cluster(workers: int | None = None, dashboard: bool = True):
     os.environ.update(env)
     try:
         # Dask's nanny sets MALLOC_TRIM_THRESHOLD_ in its workers (memory returned to the OS
-        # early); fixing it also fixes glibc's mmap threshold at 128 KiB, so every batch-sized
-        # array is mapped and unmapped: 2.3x slower M1 steps, 7x the system time (docs/sweeps.md)
+        # early), which also fixes glibc's mmap threshold at 128 KiB: measured 2.1-2.4x fewer
+        # M1 updates per time budget, 7x the system time (docs/sweeps.md)
         with dask.config.set({NO_MALLOC_TRIM: None}), \
                 LocalCluster(n_workers=n, threads_per_worker=1, processes=True, preload=[__name__],
                              dashboard_address=":8787" if dashboard else ":0", silence_logs=logging.WARNING) as cluster:

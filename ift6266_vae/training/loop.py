@@ -50,10 +50,10 @@ def load_splits(cfg: dict):
     return name, splits
 
 
-def finished_metrics(run_dir, cfg: dict | None = None) -> dict | None:
+def finished_metrics(run_dir, cfg: dict) -> dict | None:
     """The metrics of the finished run in ``run_dir`` (``metrics.json`` is written last,
-    atomically), or None: no or unreadable file (an interrupted run). With ``cfg``, a run of
-    another config is refused (UserError naming the keys that differ, outside
+    atomically), or None: no or unreadable file (an interrupted run). A run of another config
+    than ``cfg`` is refused (UserError naming the keys that differ, outside
     :data:`~ift6266_vae.config.RESUME_SAFE`) rather than reused in its place."""
     run_dir = Path(run_dir)
     path = run_dir / "metrics.json"
@@ -66,17 +66,33 @@ def finished_metrics(run_dir, cfg: dict | None = None) -> dict | None:
         return None
     if not isinstance(metrics, dict):
         return None
-    if cfg is not None:
-        try:
-            saved = json.loads((run_dir / "config.json").read_text())
-        except (OSError, ValueError) as e:
-            raise UserError(f"{run_dir} holds a finished run without a readable config.json ({e}); delete that "
-                            "folder to run it again, or choose another --workdir") from None
-        diff = config_mod.resume_differences(saved, cfg)
-        if diff:
-            raise UserError(f"{run_dir} holds a finished run of another config (it differs in {', '.join(diff)}); "
-                            "delete that folder to run it again, or choose another --workdir")
+    try:
+        saved = json.loads((run_dir / "config.json").read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"{run_dir} holds a finished run without a readable config.json ({e}); delete that "
+                        "folder to run it again, or choose another --workdir") from None
+    diff = config_mod.resume_differences(saved, cfg)
+    if diff:
+        raise UserError(f"{run_dir} holds a finished run of another config (it differs in {', '.join(diff)}); "
+                        "delete that folder to run it again, or choose another --workdir")
     return metrics
+
+
+def run_or_reuse(cfg: dict, run_dir, reuse: bool, **kwargs) -> dict:
+    """The metrics of the run of ``cfg`` in ``run_dir``: with ``reuse``, a finished run's
+    (refused if it ran another config), or an interrupted run (a checkpoint, no metrics)
+    continued from its checkpoint; otherwise a new run (refused if the folder already holds
+    one). What sweeps and the shared M1 of m1m2 runs use."""
+    run_dir = Path(run_dir)
+    if reuse:
+        metrics = finished_metrics(run_dir, cfg)
+        if metrics is not None:
+            log.info("reusing the finished run in %s", run_dir)
+            return metrics
+    resume = reuse and (run_dir / "checkpoint.h5").exists()
+    if resume:
+        log.info("continuing the interrupted run in %s", run_dir)
+    return train_and_evaluate(cfg, run_dir, resume=resume, **kwargs)
 
 
 def hooks_for(cfg: dict) -> TrainingHooks:

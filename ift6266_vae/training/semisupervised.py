@@ -29,7 +29,7 @@ from ..models.compiled import SSLFunctions
 from ..models.semisupervised import N_CLASSES, VARIANTS, default_alpha, m1_config
 from ..nn.layers import FLOATX
 from .hooks import TrainingHooks, save_grid
-from .loop import finished_metrics, train_and_evaluate
+from .loop import run_or_reuse
 
 log = logging.getLogger(__name__)
 
@@ -107,10 +107,8 @@ class SemiSupervisedHooks(TrainingHooks):
         m1_dir = self.m1_path.parent
         m1_dir.parent.mkdir(parents=True, exist_ok=True)
         with file_lock(m1_dir.with_name(m1_dir.name + ".lock"), "the M1 folder", wait=True):
-            m1_cfg = self.m1_run_config()
-            if finished_metrics(m1_dir, m1_cfg) is None:
-                log.info("m1m2: training M1 in %s", m1_dir)
-                train_and_evaluate(m1_cfg, m1_dir, resume=self.m1_path.exists())
+            log.info("m1m2: M1 in %s", m1_dir)
+            run_or_reuse(self.m1_run_config(), m1_dir, reuse=True)
 
     def m1_run_config(self) -> dict:
         """The run config of M1: the feedforward VAE of ``m1_config``, trained on every training

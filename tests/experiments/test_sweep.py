@@ -52,7 +52,7 @@ def _serial(runs):
     """The runs one after another in a new process computing on one core, like each worker."""
     code = ("import json, os, sys\n"
             "os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})\n"
-            "from ift6266_vae.experiments.runs import run_or_reuse\n"
+            "from ift6266_vae.training.loop import run_or_reuse\n"
             "for cfg, run_dir in json.load(sys.stdin):\n"
             "    run_or_reuse(cfg, run_dir, reuse=False)\n")
     subprocess.run([sys.executable, "-c", code], input=json.dumps([[t.config, str(d)] for t, d in runs]),

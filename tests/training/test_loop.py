@@ -14,7 +14,7 @@ import pytest
 
 from ift6266_vae import checkpoints
 from ift6266_vae import config as config_mod
-from ift6266_vae.training.loop import finished_metrics, train_and_evaluate
+from ift6266_vae.training.loop import finished_metrics, run_or_reuse, train_and_evaluate
 from ift6266_vae.models.compiled import ModelFunctions
 from ift6266_vae.errors import TrainingDiverged, UserError
 
@@ -296,13 +296,15 @@ def test_without_warmup_the_objective_has_no_kl_weight(ff_run):
 
 
 def test_an_unreadable_metrics_file_means_not_finished(tmp_path):
-    assert finished_metrics(tmp_path) is None
+    cfg = config_mod.load("week9")
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    assert finished_metrics(tmp_path, cfg) is None
     (tmp_path / "metrics.json").write_text('{"test": ')  # a truncated file
-    assert finished_metrics(tmp_path) is None
+    assert finished_metrics(tmp_path, cfg) is None
     (tmp_path / "metrics.json").write_bytes(b"\xff\xfe")
-    assert finished_metrics(tmp_path) is None
+    assert finished_metrics(tmp_path, cfg) is None
     (tmp_path / "metrics.json").write_text('{"test_error": 0.1}')
-    assert finished_metrics(tmp_path) == {"test_error": 0.1}
+    assert finished_metrics(tmp_path, cfg) == {"test_error": 0.1}
 
 
 def test_a_finished_run_is_reused_only_for_its_own_config(tmp_path):
@@ -328,3 +330,30 @@ def test_a_finished_run_is_reused_only_for_its_own_config(tmp_path):
     (tmp_path / "config.json").unlink()
     with pytest.raises(UserError, match="without a readable config.json"):
         finished_metrics(tmp_path, cfg)
+
+
+class Killed(Exception):
+    pass
+
+
+def test_an_interrupted_run_is_finished_by_reuse_with_the_uninterrupted_numbers(tmp_path, ff_run, tiny_config):
+    """The sweep's run is killed during epoch 3 (after epoch 2's checkpoint); --reuse continues
+    it from that checkpoint and ends with the numbers of the same run done in one go."""
+    cfg = tiny_config(epochs=3)
+
+    def kill_in_epoch_3(fns, rec, splits):
+        if rec["epoch"] == 3:
+            raise Killed
+
+    with pytest.raises(Killed):
+        run_or_reuse(cfg, tmp_path, reuse=True, callbacks=[kill_in_epoch_3])
+    assert checkpoints.read_meta(tmp_path / "checkpoint.h5")["epoch"] == 2 and finished_metrics(tmp_path, cfg) is None
+    resumed = run_or_reuse(cfg, tmp_path, reuse=True)
+    wd, whole = ff_run
+    assert resumed["epochs_trained"] == 3
+    np.testing.assert_allclose(resumed["test"]["elbo"], whole["test"]["elbo"], rtol=1e-5)
+    valid = [[h["valid_elbo"] for h in checkpoints.read_meta(d / "checkpoint.h5")["history"]] for d in (tmp_path, wd)]
+    np.testing.assert_allclose(valid[0], valid[1], rtol=1e-5)
+    # a finished run is reused as it is: nothing retrained
+    again = run_or_reuse(cfg, tmp_path, reuse=True, callbacks=[lambda *a: pytest.fail("retrained")])
+    assert again == json.loads((tmp_path / "metrics.json").read_text())
